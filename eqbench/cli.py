@@ -1,0 +1,171 @@
+"""The ``eqbench`` command.
+
+Training verbs (``fit``, ``validate``, ``test``, ``predict``) are LightningCLI over
+:class:`~eqbench.task.AtomisticTask` and :class:`~eqbench.data.datamodule.AtomisticDataModule`
+with YAML configs (configs/); the other verbs are plain argparse commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+TRAINING_VERBS = {
+    "fit": "train a model (then validate and test its best checkpoint)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "predict with a checkpoint",
+}
+OTHER_VERBS = {
+    "data": "prepare, inspect and generate datasets (prepare | info | generate)",
+    "evaluate": "evaluate a trained run (profile: rotor energy profile)",
+}
+
+
+def _print_overview() -> None:
+    from eqbench import __version__
+
+    print(f"eqbench {__version__}: train, compare and ablate equivariant molecular networks\n")
+    print("usage: eqbench VERB [options]   (eqbench VERB --help for a verb's options)\n\nverbs:")
+    for verb, text in {**TRAINING_VERBS, **OTHER_VERBS}.items():
+        print(f"  {verb:<10} {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eqbench.errors import EqbenchError
+
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_overview()
+        return 0
+    verb = argv[0]
+    try:
+        if verb in TRAINING_VERBS:
+            # LightningCLI reads sys.argv itself; passing args too is only for calls from Python.
+            run_training(None if from_command_line else argv)
+            return 0
+        if verb in OTHER_VERBS:
+            return run_command(argv)
+    except EqbenchError as err:
+        if os.environ.get("EQBENCH_DEBUG"):
+            raise
+        print(f"eqbench: error: {err}", file=sys.stderr)
+        return 2
+    print(f"eqbench: unknown verb {verb!r}\n", file=sys.stderr)
+    _print_overview()
+    return 2
+
+
+# ---------------------------------------------------------------------- training verbs
+def run_training(argv: list[str] | None):
+    from eqbench.training_cli import EqbenchCLI
+
+    return EqbenchCLI(args=argv)
+
+
+# ---------------------------------------------------------------------- other verbs
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eqbench")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    data = verbs.add_parser("data", help=OTHER_VERBS["data"])
+    data_cmds = data.add_subparsers(dest="command", required=True)
+    prepare = data_cmds.add_parser("prepare", help="parse a dataset into an eqbench cache (HDF5)")
+    prepare.add_argument("source", help="extxyz file, ASE database or cache")
+    prepare.add_argument("--out", required=True, help="cache file to write (.h5)")
+    prepare.add_argument("--format", choices=["cache", "extxyz", "ase-db"], default=None)
+    prepare.add_argument("--units", nargs="*", default=[], metavar="NAME=UNIT",
+                         help="unit of each property, e.g. energy=eV forces=eV/Å (required for extxyz)")
+    prepare.add_argument("--properties", nargs="*", default=None, help="properties to keep (default: all)")
+    prepare.add_argument("--distance-unit", default=None, help="unit of positions in the file (Ang or Bohr)")
+    info = data_cmds.add_parser("info", help="molecules, atoms, elements, properties, fingerprint of a dataset")
+    info.add_argument("path", help="cache file, readable file or bundled name")
+    try:
+        from eqbench.data.generate import cli as generate_cli
+    except ImportError:  # the generator package is part of eqbench; only its engine (tblite) is optional
+        generate_cli = None
+    if generate_cli is not None:
+        generate_cli.add_arguments(data_cmds.add_parser("generate", help="generate rotor/MD reference data "
+                                                                         "with GFN2-xTB (needs eqbench[xtb])"))
+
+    evaluate = verbs.add_parser("evaluate", help=OTHER_VERBS["evaluate"])
+    eval_cmds = evaluate.add_subparsers(dest="command", required=True)
+    profile = eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run")
+    profile.add_argument("run_dir")
+    profile.add_argument("--profile", default=None, help="profile set (default: from the run's data)")
+    profile.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    return parser
+
+
+def run_command(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb == "data" and args.command == "prepare":
+        return data_prepare(args)
+    if args.verb == "data" and args.command == "info":
+        return data_info(args.path)
+    if args.verb == "data" and args.command == "generate":
+        from eqbench.data.generate import cli as generate_cli
+
+        return generate_cli.run(args) or 0
+    if args.verb == "evaluate" and args.command == "profile":
+        from eqbench.data.profile import run_evaluate_profile
+
+        run_evaluate_profile(args.run_dir, profile=args.profile, checkpoint=args.checkpoint)
+        return 0
+    raise AssertionError(f"unhandled command {args}")  # argparse only lets known commands through
+
+
+def _parse_units(pairs: list[str]) -> dict[str, str]:
+    from eqbench.errors import ConfigError
+
+    units = {}
+    for pair in pairs:
+        name, sep, unit = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--units expects NAME=UNIT, got {pair!r}")
+        units[name] = unit
+    return units
+
+
+def data_prepare(args) -> int:
+    from eqbench.data import read, write_cache
+
+    dataset = read(args.source, format=args.format, units=_parse_units(args.units), properties=args.properties,
+                   distance_unit=args.distance_unit)
+    fp = write_cache(dataset, args.out)
+    print(f"wrote {args.out}: {len(dataset)} molecules, fingerprint {fp}")
+    return 0
+
+
+def data_info(path: str) -> int:
+    import numpy as np
+    from ase.data import chemical_symbols
+
+    from eqbench.data import read
+    from eqbench.data.cache import fingerprint
+
+    ds = read(path)
+    elements, counts = np.unique(ds.z, return_counts=True)
+    n_atoms = ds.n_atoms
+    print(f"dataset      {ds.source}")
+    print(f"molecules    {len(ds)}")
+    print(f"atoms        {len(ds.z)} (per molecule {n_atoms.min()}–{n_atoms.max()}, mean {n_atoms.mean():.1f})")
+    print("elements     " + ", ".join(f"{chemical_symbols[z]} ({c})" for z, c in zip(elements, counts)))
+    print("properties")
+    for name, prop in sorted(ds.properties.items()):
+        kind = "per atom" if prop.per_atom else "per molecule"
+        print(f"  {name:<14} {prop.unit or '-':<14} {kind:<13} shape {tuple(prop.values.shape)} "
+              f"{prop.values.dtype}")
+    if ds.atomrefs:
+        print(f"atom refs    {sorted(ds.atomrefs)}")
+    print(f"fingerprint  {ds.fingerprint or fingerprint(ds)}")
+    meta = {k: v for k, v in ds.metadata.items() if k in ("method", "command", "source_file", "eqbench_version")}
+    for key, value in meta.items():
+        print(f"{key:<12} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

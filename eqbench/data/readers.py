@@ -1,0 +1,172 @@
+"""``eqbench.data.read``: any supported file (or bundled dataset name) → AtomisticDataset.
+
+Formats: the eqbench HDF5 cache (``.h5``/``.hdf5``), extended XYZ (``.xyz``/``.extxyz``,
+through ASE) and ASE databases (``.db``, as written by ASE or schnetpack). extxyz stores
+no units, so they must be given; an ASE database written by schnetpack carries them in
+its metadata (``_property_unit_dict``, ``_distance_unit``), which is used when present.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from eqbench.data.cache import read_cache
+from eqbench.data.dataset import AtomisticDataset
+from eqbench.errors import DataError
+
+BUNDLED = {
+    "ferrocene": "ferrocene.h5",
+    "ferrocene-profile": "ferrocene_profile.h5",
+    "cumulene": "cumulene.h5",
+    "cumulene-profile": "cumulene_profile.h5",
+}
+FORMATS = ("cache", "extxyz", "ase-db")
+_SUFFIX_FORMAT = {".h5": "cache", ".hdf5": "cache", ".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db"}
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a dataset shipped inside the package."""
+    return Path(str(resources.files("eqbench.data") / "bundled" / BUNDLED[name]))
+
+
+def detect_format(path: Path) -> str:
+    fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; pass "
+                        f"format= one of {FORMATS}")
+    return fmt
+
+
+def read(path_or_name: str | os.PathLike, format: str | None = None, units: Mapping[str, str] | None = None,
+         properties: Sequence[str] | None = None, distance_unit: str | None = None) -> AtomisticDataset:
+    """Read a dataset.
+
+    Args:
+        path_or_name: a file, or the name of a bundled dataset (``ferrocene``, ``cumulene``,
+            ``ferrocene-profile``, ``cumulene-profile``).
+        format: ``cache``, ``extxyz`` or ``ase-db``; detected from the suffix when omitted.
+        units: unit of each property (e.g. ``{"energy": "eV", "forces": "eV/Å"}``); required for
+            extxyz; for an ASE db it overrides the file's own unit metadata.
+        properties: which properties to read (default: every numeric one found in the first frame).
+        distance_unit: unit of the positions in the file when not Å (``Bohr`` or ``Ang``); read
+            from schnetpack metadata when present.
+    """
+    if str(path_or_name) in BUNDLED and not Path(path_or_name).exists():
+        path = bundled_path(str(path_or_name))
+        if not path.is_file():
+            raise DataError(f"bundled dataset {path_or_name!r} is missing from the installation ({path}); "
+                            f"reinstall eqbench or regenerate it with `eqbench data generate`")
+        return read_cache(path)
+    path = Path(path_or_name)
+    if not path.exists():
+        raise DataError(f"file not found: {path}; check the path (bundled names: {sorted(BUNDLED)})")
+    fmt = format or detect_format(path)
+    if fmt == "cache":
+        return read_cache(path)
+    if fmt == "extxyz":
+        return _read_extxyz(path, units, properties, distance_unit)
+    if fmt == "ase-db":
+        return _read_ase_db(path, units, properties, distance_unit)
+    raise DataError(f"{path}: unknown format {fmt!r}; choose one of {FORMATS}")
+
+
+def _length_factor(unit: str | None, source: Path) -> float:
+    from ase import units as ase_units
+
+    if unit is None or unit.lower() in ("ang", "angstrom", "å", "a"):
+        return 1.0
+    if unit.lower() in ("bohr", "a0"):
+        return ase_units.Bohr
+    raise DataError(f"{source}: unknown distance unit {unit!r}; use 'Ang' or 'Bohr'")
+
+
+def _frames_to_dataset(frames: list, source: Path, units: Mapping[str, str], properties: Sequence[str] | None,
+                       length_factor: float, metadata: dict) -> AtomisticDataset:
+    if not frames:
+        raise DataError(f"{source} holds no structures")
+    names = list(properties) if properties is not None else _numeric_properties(frames[0])
+    per_atom, values = set(), {name: [] for name in names}
+    for index, atoms in enumerate(frames):
+        for name in names:
+            value, atomwise = _property_of(atoms, name, index, source)
+            values[name].append(value)
+            if atomwise:
+                per_atom.add(name)
+    missing_units = [n for n in names if n not in units]
+    if missing_units:
+        raise DataError(f"{source}: no unit given for {missing_units}; pass units={{name: unit}} "
+                        f"(extxyz files do not store units)")
+    return AtomisticDataset.from_molecules(
+        [a.numbers for a in frames], [a.positions * length_factor for a in frames],
+        {n: values[n] for n in names}, units, per_atom=sorted(per_atom),
+        metadata={**metadata, "source_file": str(source)}, source=str(source))
+
+
+def _numeric_properties(atoms) -> list[str]:
+    skip = {"numbers", "positions"}
+    names = [k for k, v in atoms.arrays.items() if k not in skip and np.issubdtype(np.asarray(v).dtype, np.number)]
+    names += [k for k, v in atoms.info.items() if np.issubdtype(np.asarray(v).dtype, np.number)]
+    if atoms.calc is not None:
+        names += [k for k in atoms.calc.results if k not in names]
+    return names
+
+
+def _property_of(atoms, name: str, index: int, source: Path):
+    if name in atoms.arrays:
+        return np.asarray(atoms.arrays[name], dtype=float), True
+    if name in atoms.info:
+        value = np.asarray(atoms.info[name], dtype=float)
+        return (value.reshape(()) if value.size == 1 else value), False  # schnetpack stores energy as (1,)
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    if name in results:
+        value = np.asarray(results[name], dtype=float)
+        atomwise = name in ("forces", "charges", "magmoms") or (value.ndim == 2 and len(value) == len(atoms)
+                                                                and name != "stress")
+        return value, atomwise
+    raise DataError(f"{source}: structure {index} has no property {name!r}; remove it from properties= or fix "
+                    f"the file")
+
+
+def _read_extxyz(path: Path, units, properties, distance_unit) -> AtomisticDataset:
+    from ase.io import read as ase_read
+
+    try:
+        frames = ase_read(path, index=":", format="extxyz")
+    except (ValueError, IndexError, KeyError, AssertionError) as err:
+        raise DataError(f"{path} is not valid extended XYZ ({type(err).__name__}: {err}); fix the file") from err
+    return _frames_to_dataset(frames, path, dict(units or {}), properties,
+                              _length_factor(distance_unit, path), {"format": "extxyz"})
+
+
+def _read_ase_db(path: Path, units, properties, distance_unit) -> AtomisticDataset:
+    import sqlite3
+
+    from ase.db import connect
+
+    try:
+        db = connect(str(path), type="db")
+        meta = db.metadata
+        rows = list(db.select())
+    except (sqlite3.DatabaseError, ValueError, KeyError) as err:
+        raise DataError(f"{path} is not a readable ASE database ({err}); fix or regenerate it") from err
+    file_units = dict(meta.get("_property_unit_dict", {}))
+    frames = []
+    for row in rows:
+        atoms = row.toatoms()
+        # schnetpack keeps properties in row.data; ASE in key_value_pairs and calculator results.
+        for key, value in {**row.key_value_pairs, **row.data}.items():
+            arr = np.asarray(value)
+            if arr.ndim >= 1 and arr.shape[0] == len(atoms) and key not in ("dipole", "stress"):
+                atoms.arrays[key] = arr
+            elif np.issubdtype(arr.dtype, np.number):
+                atoms.info[key] = arr if arr.ndim else arr.item()
+        frames.append(atoms)
+    return _frames_to_dataset(frames, path, {**file_units, **(units or {})}, properties,
+                              _length_factor(distance_unit or meta.get("_distance_unit"), path),
+                              {"format": "ase-db", "db_metadata": {k: v for k, v in meta.items()
+                                                                   if isinstance(v, (str, int, float, dict))}})

@@ -1,0 +1,39 @@
+"""Model registry: ``create(name, **kwargs)`` builds a representation by name."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from eqbench.errors import ModelError
+from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
+from eqbench.models.schnet import SchNet
+
+MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
+
+
+def register(name: str):
+    def deco(cls):
+        MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+def create(name: str, **kwargs) -> Representation:
+    """The representation called ``name`` (``schnet``, ``painn``, ...) with keyword hyperparameters."""
+    try:
+        cls = MODELS[name.lower()]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ModelError(f"model {name!r}: {err}") from err
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["MODELS", "create", "register", "count_parameters", "AtomisticModel", "AtomFeatures", "Representation",
+           "SchNet"]

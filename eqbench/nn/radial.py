@@ -1,0 +1,79 @@
+"""Radial basis expansions of interatomic distances (one module for every model).
+
+- :class:`GaussianRBF`  SchNet: exp(-γ (d - μ_k)²), centres evenly spaced on [start, cutoff].
+- :class:`BesselRBF`    DimeNet Eq. (7): sqrt(2/c) · sin(nπ d/c) / d, n = 1…n_rbf; frequencies
+                        nπ optionally trainable (DimeNet initialises them at nπ and trains them).
+- :class:`SincRBF`      PaiNN Eq. (8) filter basis: sin(nπ d/c) / d, n = 1…n_rbf (no prefactor).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GaussianRBF(nn.Module):
+    def __init__(self, n_rbf: int = 50, cutoff: float = 5.0, start: float = 0.0, trainable: bool = False):
+        super().__init__()
+        centers = torch.linspace(start, cutoff, n_rbf)
+        width = float(centers[1] - centers[0]) if n_rbf > 1 else 1.0
+        # SchNet: γ = 1 / (2 Δμ²) where Δμ is the spacing of the centres.
+        gamma = torch.full((n_rbf,), 0.5 / width**2)
+        if trainable:
+            self.centers, self.gamma = nn.Parameter(centers), nn.Parameter(gamma)
+        else:
+            self.register_buffer("centers", centers)
+            self.register_buffer("gamma", gamma)
+        self.n_rbf = n_rbf
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.gamma * (dist[..., None] - self.centers) ** 2)
+
+
+class _SineBasis(nn.Module):
+    prefactor: float
+
+    def __init__(self, n_rbf: int, cutoff: float, trainable: bool):
+        super().__init__()
+        freqs = torch.arange(1, n_rbf + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff
+        if trainable:
+            self.freqs = nn.Parameter(freqs)
+        else:
+            self.register_buffer("freqs", freqs)
+        self.n_rbf, self.cutoff = n_rbf, cutoff
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        d = dist[..., None]
+        # sin(f d)/d is finite as d → 0 (limit f); the clamp only guards the division.
+        return self.prefactor * torch.sin(self.freqs * d) / d.clamp_min(1e-9)
+
+
+class BesselRBF(_SineBasis):
+    """DimeNet Eq. (7), ẽ_RBF,n(d) = sqrt(2/c) sin(nπ d / c) / d."""
+
+    def __init__(self, n_rbf: int = 6, cutoff: float = 5.0, trainable: bool = True):
+        super().__init__(n_rbf, cutoff, trainable)
+        self.prefactor = math.sqrt(2.0 / cutoff)
+
+
+class SincRBF(_SineBasis):
+    """PaiNN (§4, Eq. 8 filters): sin(nπ ‖r‖ / r_cut) / ‖r‖, n = 1…20."""
+
+    def __init__(self, n_rbf: int = 20, cutoff: float = 5.0, trainable: bool = False):
+        super().__init__(n_rbf, cutoff, trainable)
+        self.prefactor = 1.0
+
+
+RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF}
+
+
+def radial_basis(name: str, n_rbf: int, cutoff: float, **kwargs) -> nn.Module:
+    try:
+        cls = RADIAL_BASES[name]
+    except KeyError:
+        from eqbench.errors import ConfigError
+
+        raise ConfigError(f"unknown radial basis {name!r}; choose one of {sorted(RADIAL_BASES)}") from None
+    return cls(n_rbf=n_rbf, cutoff=cutoff, **kwargs)

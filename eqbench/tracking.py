@@ -1,0 +1,242 @@
+"""Run directories and W&B: the one way a run records itself.
+
+A run directory holds ``config.yaml`` (LightningCLI), ``run.json`` (data fingerprint, split
+file, git commit, package versions, parameter count), ``metrics.json`` (final validation and
+test metrics with units, wall time, epochs), ``metrics.csv`` (per-epoch metrics) and
+``checkpoints/{best,last}.ckpt``. Reports read these files, never logs. Only rank zero
+writes, so a multi-GPU run writes its directory once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from eqbench.errors import ConfigError
+
+RUN_DIR_ENV = "EQBENCH_RUN_DIR"  # set by rank 0 so DDP workers (re-launched scripts) share the directory
+
+
+@dataclass
+class RunOptions:
+    """Where and how a run records itself.
+
+    Args:
+        dir: run directory; default ``runs/<model>-<data>-<timestamp>``.
+        wandb: ``offline`` (default, no account needed; ``wandb sync`` later), ``online`` or ``disabled``.
+        wandb_project, wandb_group: W&B project and group (a sweep's runs share a group).
+        tags: W&B tags (a sweep puts its factor values here).
+        test_after_fit: after ``fit``, validate and test the best checkpoint and write metrics.json.
+    """
+
+    dir: str | None = None
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "eqbench"
+    wandb_group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    test_after_fit: bool = True
+
+
+def resolve_run_dir(options: RunOptions, model_name: str, data_name: str) -> Path:
+    if options.dir:
+        return Path(options.dir)
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{model_name}-{Path(str(data_name)).stem}-{stamp}"
+
+
+class SafeWandbLogger(WandbLogger):
+    """WandbLogger whose failures are warnings: W&B must never fail a run."""
+
+    _disabled = False
+
+    def _guard(self, fn, *args, **kwargs):
+        if self._disabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any W&B failure (network, auth, disk) must not stop training
+            self._disabled = True
+            warnings.warn(f"W&B logging disabled after an error: {err}", stacklevel=2)
+            return None
+
+    def log_metrics(self, *args, **kwargs):
+        return self._guard(super().log_metrics, *args, **kwargs)
+
+    def log_hyperparams(self, *args, **kwargs):
+        return self._guard(super().log_hyperparams, *args, **kwargs)
+
+    def after_save_checkpoint(self, *args, **kwargs):
+        return self._guard(super().after_save_checkpoint, *args, **kwargs)
+
+    def finalize(self, *args, **kwargs):
+        return self._guard(super().finalize, *args, **kwargs)
+
+
+def make_loggers(run_dir: Path, options: RunOptions, name: str) -> list:
+    # CSVLogger first: trainer.log_dir (where config.yaml goes) is the first logger's directory.
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if options.wandb != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
+        try:
+            loggers.append(SafeWandbLogger(save_dir=str(run_dir), offline=options.wandb == "offline",
+                                           project=options.wandb_project, group=options.wandb_group,
+                                           tags=options.tags or None, name=name))
+        except Exception as err:  # noqa: BLE001 - e.g. wandb missing or misconfigured: warn, train anyway
+            warnings.warn(f"W&B logger not created ({err}); continuing without it", stacklevel=2)
+    return loggers
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("eqbench", "torch", "lightning", "numpy", "ase", "h5py", "optuna", "wandb", "e3nn", "tblite"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class RunDirectory(pl.Callback):
+    """Writes run.json when training starts and metrics.json after validation/test runs."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._start = None
+        self._metrics: dict = {}
+
+    def _read_existing(self) -> None:
+        path = self.run_dir / "metrics.json"
+        if not self._metrics and path.is_file():
+            self._metrics = json.loads(path.read_text())
+
+    @rank_zero_only
+    def on_fit_start(self, trainer, pl_module):
+        from eqbench.models import count_parameters
+
+        self._start = time.time()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dm = trainer.datamodule
+        data = {}
+        if dm is not None and getattr(dm, "dataset", None) is not None:
+            data = {"path": str(dm.path), "source": dm.dataset.source, "fingerprint": dm.dataset.fingerprint,
+                    "split_protocol": dm.protocol, "split_seed": dm.seed,
+                    "split_file": str(dm.split.path) if dm.split.path else None,
+                    "split_sizes": dict(zip(("train", "val", "test"), dm.split.sizes())),
+                    "units": dm.units}
+        _write_json(self.run_dir / "run.json", {
+            "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "packages": package_versions(), "data": data,
+            "n_parameters": count_parameters(pl_module.model), "host": platform.node(),
+            "devices": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
+        })
+
+    @rank_zero_only
+    def on_fit_end(self, trainer, pl_module):
+        self._read_existing()
+        self._metrics["epochs"] = trainer.current_epoch
+        self._metrics["global_step"] = trainer.global_step
+        if self._start is not None:
+            self._metrics["wall_time_s"] = round(time.time() - self._start, 2)
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_path:
+            self._metrics["best_checkpoint"] = ckpt.best_model_path
+        self._flush(trainer, pl_module)
+
+    def _record(self, trainer, pl_module, stage: str) -> None:
+        if trainer.sanity_checking or trainer.state.fn == "fit":
+            return
+        self._read_existing()
+        dm = trainer.datamodule
+        units = dm.units if dm is not None and hasattr(dm, "units") else {}
+        stage_metrics = {}
+        for key, value in trainer.callback_metrics.items():
+            if not key.startswith(stage + "_"):
+                continue
+            name = key[len(stage) + 1:]
+            target = name.rsplit("_", 1)[0]
+            stage_metrics[name] = {"value": float(value), "unit": units.get(target, "")}
+        self._metrics[stage] = stage_metrics
+        self._flush(trainer, pl_module)
+
+    @rank_zero_only
+    def on_validation_end(self, trainer, pl_module):
+        self._record(trainer, pl_module, "val")
+
+    @rank_zero_only
+    def on_test_end(self, trainer, pl_module):
+        self._record(trainer, pl_module, "test")
+
+    def _flush(self, trainer, pl_module) -> None:
+        from eqbench.models import count_parameters
+
+        self._metrics["n_parameters"] = count_parameters(pl_module.model)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.run_dir / "metrics.json", self._metrics)
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: the run has not finished (or {run_dir} is not a run directory)")
+    return json.loads(path.read_text())
+
+
+def load_task(run_dir: str | Path, checkpoint: str = "best"):
+    """The trained AtomisticTask of a run directory, with its best (EMA) or last weights."""
+    import torch
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from eqbench.task import AtomisticTask
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path} not found; is {run_dir} an eqbench run directory?")
+    config = yaml.safe_load(config_path.read_text())
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(AtomisticTask, "model")
+    task = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+    ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"checkpoint {ckpt} not found; choose 'best' or 'last', or train the run first")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    task.load_state_dict(state["state_dict"])
+    return task.eval()
+
+
+def load_model(run_dir: str | Path, checkpoint: str = "best"):
+    """The trained AtomisticModel of a run directory (best checkpoint = EMA weights when EMA was on)."""
+    return load_task(run_dir, checkpoint).model
