@@ -171,7 +171,7 @@ class AtomisticTask(pl.LightningModule):
     def on_validation_epoch_end(self):
         # PaiNN: the plateau schedule watches an exponentially smoothed validation loss.
         current = self.trainer.callback_metrics.get("val_loss")
-        if current is None or self.trainer.sanity_checking:
+        if current is None or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         s = self.hparams.plateau_smoothing
         prev = self.smoothed_val_loss
