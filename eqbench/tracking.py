@@ -9,6 +9,7 @@ writes, so a multi-GPU run writes its directory once.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from eqbench.errors import ConfigError
@@ -88,9 +90,32 @@ class SafeWandbLogger(WandbLogger):
         return self._guard(super().finalize, *args, **kwargs)
 
 
-def make_loggers(run_dir: Path, options: RunOptions, name: str) -> list:
+class _AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv (Lightning's writer deletes it), so a resumed run's
+    learning curve continues in the same file."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(set(header))
+
+
+class ResumableCSVLogger(CSVLogger):
+    def __init__(self, *args, append: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._append = append
+
+    @property
+    def experiment(self):
+        if self._experiment is None and self._append:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+
+def make_loggers(run_dir: Path, options: RunOptions, name: str, resume: bool = False) -> list:
     # CSVLogger first: trainer.log_dir (where config.yaml goes) is the first logger's directory.
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    loggers: list = [ResumableCSVLogger(save_dir=str(run_dir), name="", version="", append=resume)]
     if options.wandb != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
         try:
             loggers.append(SafeWandbLogger(save_dir=str(run_dir), offline=options.wandb == "offline",
@@ -161,6 +186,13 @@ class RunDirectory(pl.Callback):
             "n_parameters": count_parameters(pl_module.model), "host": platform.node(),
             "devices": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
         })
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module):
+        # After a checkpoint restore: a resumed run starts from the saved step, not from zero.
+        self._read_existing()
+        self._metrics["start_global_step"] = trainer.global_step
+        self._metrics["start_epoch"] = trainer.current_epoch
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module):

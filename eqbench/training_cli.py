@@ -48,7 +48,8 @@ class EqbenchCLI(LightningCLI):
         trainer_config["default_root_dir"] = str(run_dir)
         trainer_config["inference_mode"] = False
         if trainer_config.get("logger") in (None, True):
-            trainer_config["logger"] = make_loggers(run_dir, options, run_dir.name)
+            resume = bool(config.get("ckpt_path"))
+            trainer_config["logger"] = make_loggers(run_dir, options, run_dir.name, resume=resume)
         callbacks = [init[key] for key in self._parser(self.subcommand).callback_keys]
         callbacks.append(RunDirectory(run_dir))
         user_callbacks = trainer_config.get("callbacks") or []

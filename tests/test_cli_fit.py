@@ -1,0 +1,94 @@
+"""`eqbench fit` from the CLI: run directory, learning, resume from last.ckpt."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eqbench.cli import main
+from eqbench.data import read
+from tests.toy_data import toy_cache
+
+CONFIG = {
+    "seed_everything": 0,
+    "trainer": {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False},
+    "model": {
+        "representation": {"class_path": "eqbench.models.SchNet",
+                           "init_args": {"n_features": 32, "n_interactions": 2, "n_rbf": 16, "cutoff": 4.0}},
+        "targets": [{"name": "energy", "weight": 0.05}, {"name": "forces", "weight": 0.95}],
+        "lr": 3e-3,
+    },
+    "data": {"split": "random", "train_size": 200, "val_size": 50, "test_size": 50, "batch_size": 16},
+    "run": {"wandb": "disabled"},
+}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    data = toy_cache(tmp, n_molecules=300)
+    config = {**CONFIG, "data": {**CONFIG["data"], "path": str(data)}}
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp / "run"
+    assert main(["fit", "--config", str(config_path), "--run.dir", str(run_dir)]) == 0
+    return run_dir, data
+
+
+def test_run_directory_is_complete(trained_run):
+    run_dir, data = trained_run
+    for name in ("config.yaml", "run.json", "metrics.json", "metrics.csv", "checkpoints/best.ckpt",
+                 "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), f"{name} missing from the run directory"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["data"]["fingerprint"] == read(data).fingerprint
+    assert Path(run["data"]["split_file"]).is_file()
+    assert run["data"]["split_sizes"] == {"train": 200, "val": 50, "test": 50}
+    assert "git_commit" in run and "torch" in run["packages"] and "lightning" in run["packages"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["n_parameters"] > 1000
+    for stage in ("val", "test"):
+        assert metrics[stage]["energy_mae"]["unit"] == "eV"
+        assert metrics[stage]["forces_mae"]["unit"] == "eV/Å"
+        assert np.isfinite(metrics[stage]["forces_rmse"]["value"])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["run"]["dir"] == str(run_dir), "config.yaml must name its run directory so resume stays in place"
+
+
+def test_validation_error_below_mean_predictor(trained_run):
+    run_dir, data = trained_run
+    dataset = read(data)
+    split = np.load(json.loads((run_dir / "run.json").read_text())["data"]["split_file"])
+    energy = dataset.properties["energy"].values
+    mean_predictor_mae = np.abs(energy[split["val"]] - energy[split["train"]].mean()).mean()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val"]["energy_mae"]["value"] < mean_predictor_mae
+
+
+def test_smoothed_validation_loss_follows_painn_rule(trained_run):
+    run_dir, _ = trained_run
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_loss") and r.get("val_loss_smoothed")]
+    assert len(rows) == 2
+    v = [float(r["val_loss"]) for r in rows]
+    s = [float(r["val_loss_smoothed"]) for r in rows]
+    assert s[0] == pytest.approx(v[0], rel=1e-6)
+    assert s[1] == pytest.approx(0.9 * v[0] + 0.1 * v[1], rel=1e-6)
+
+
+def test_resume_continues_from_saved_step(trained_run):
+    run_dir, _ = trained_run
+    before = json.loads((run_dir / "metrics.json").read_text())
+    assert main(["fit", "--config", str(run_dir / "config.yaml"), "--trainer.max_epochs", "3",
+                 "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]) == 0
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["start_global_step"] == before["global_step"] > 0
+    assert after["start_epoch"] == 2 and after["epochs"] == 3
+    steps_per_epoch = before["global_step"] // 2
+    assert after["global_step"] == before["global_step"] + steps_per_epoch
+    with open(run_dir / "metrics.csv") as f:
+        epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val_loss_smoothed")})
+    assert epochs == [0, 1, 2], "the resumed run's learning curve must continue the earlier one"
