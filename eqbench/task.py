@@ -94,6 +94,8 @@ class AtomisticTask(pl.LightningModule):
             checkpoints (DimeNet: 0.999); None turns EMA off.
         standardize: set each head's scale/shift (and atom references when the dataset has them)
             from the training split before training.
+        early_stopping_patience: stop when the validation loss has not improved for this many
+            epochs (the papers use early stopping on the validation loss); None: never.
     """
 
     def __init__(self, representation: Representation, targets: list[Target] | None = None,
@@ -103,7 +105,8 @@ class AtomisticTask(pl.LightningModule):
                  scheduler: Literal["plateau", "warmup_exponential", "none"] = "plateau",
                  plateau_factor: float = 0.5, plateau_patience: int = 10, plateau_smoothing: float = 0.9,
                  min_lr: float = 1e-6, warmup_steps: int = 3000, decay_rate: float = 0.1,
-                 decay_steps: int = 2_000_000, ema_decay: float | None = None, standardize: bool = True):
+                 decay_steps: int = 2_000_000, ema_decay: float | None = None, standardize: bool = True,
+                 early_stopping_patience: int | None = None):
         super().__init__()
         targets = [Target(**t) if isinstance(t, dict) else t for t in (targets or [Target("energy"),
                                                                                   Target("forces")])]
@@ -165,8 +168,11 @@ class AtomisticTask(pl.LightningModule):
         return self._eval_step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        pred = self(batch)
-        return {k: v.detach() for k, v in pred.items()}
+        pred = {k: v.detach() for k, v in self(batch).items()}
+        pred["n_atoms"] = batch.n_atoms
+        if batch.idx is not None:
+            pred["index"] = batch.idx
+        return pred
 
     def on_validation_epoch_end(self):
         # PaiNN: the plateau schedule watches an exponentially smoothed validation loss.
@@ -222,11 +228,14 @@ class AtomisticTask(pl.LightningModule):
         raise ConfigError(f"unknown scheduler {h.scheduler!r}; choose plateau, warmup_exponential or none")
 
     def configure_callbacks(self):
-        if self.hparams.ema_decay is None:
-            return []
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+        from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 
-        return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
+        callbacks = []
+        if self.hparams.ema_decay is not None:
+            callbacks.append(EMAWeightAveraging(decay=self.hparams.ema_decay))
+        if self.hparams.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping(monitor="val_loss", patience=self.hparams.early_stopping_patience))
+        return callbacks
 
 
 def standardize_head(head: Atomwise, train) -> None:

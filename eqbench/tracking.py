@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
@@ -236,6 +238,25 @@ class RunDirectory(pl.Callback):
         self._metrics["n_parameters"] = count_parameters(pl_module.model)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.run_dir / "metrics.json", self._metrics)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.npz``: dataset index of each molecule, per-molecule outputs [B, ...]
+    and per-atom outputs concatenated over molecules with ``n_atoms`` to split them."""
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__(write_interval="epoch")
+        self.run_dir = Path(run_dir)
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        if not trainer.is_global_zero:
+            return
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        arrays = {key: np.concatenate([b[key].cpu().numpy() for b in batches]) for key in batches[0]}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / "predictions.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.run_dir / "predictions.npz")
 
 
 def read_metrics(run_dir: str | Path) -> dict:

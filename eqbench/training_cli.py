@@ -14,18 +14,27 @@ import os
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from eqbench.data.datamodule import AtomisticDataModule
 from eqbench.task import AtomisticTask
-from eqbench.tracking import RUN_DIR_ENV, RunDirectory, RunOptions, make_loggers, resolve_run_dir
+from eqbench.tracking import (RUN_DIR_ENV, PredictionWriter, RunDirectory, RunOptions, make_loggers,
+                              resolve_run_dir)
+
+
+class SaveTrainingConfig(SaveConfigCallback):
+    """config.yaml records how the run was trained: validate/test/predict on it must not overwrite it."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class EqbenchCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True):
         super().__init__(
             AtomisticTask, AtomisticDataModule, args=args, run=run,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=SaveTrainingConfig, save_config_kwargs={"overwrite": True},
             parser_kwargs={"default_env": False},
             auto_configure_optimizers=False,
         )
@@ -52,6 +61,8 @@ class EqbenchCLI(LightningCLI):
             trainer_config["logger"] = make_loggers(run_dir, options, run_dir.name, resume=resume)
         callbacks = [init[key] for key in self._parser(self.subcommand).callback_keys]
         callbacks.append(RunDirectory(run_dir))
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter(run_dir))
         user_callbacks = trainer_config.get("callbacks") or []
         if not any(isinstance(c, ModelCheckpoint) for c in user_callbacks):
             callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best",

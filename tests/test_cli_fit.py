@@ -92,3 +92,19 @@ def test_resume_continues_from_saved_step(trained_run):
     with open(run_dir / "metrics.csv") as f:
         epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val_loss_smoothed")})
     assert epochs == [0, 1, 2], "the resumed run's learning curve must continue the earlier one"
+
+
+def test_test_and_predict_verbs_use_the_checkpoint(trained_run):
+    run_dir, data = trained_run
+    best = str(run_dir / "checkpoints" / "best.ckpt")
+    assert main(["test", "--config", str(run_dir / "config.yaml"), "--ckpt_path", best]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["energy_mae"]["unit"] == "eV"
+    assert main(["predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path", best]) == 0
+    pred = np.load(run_dir / "predictions.npz")
+    dataset = read(data)
+    test_idx = np.load(json.loads((run_dir / "run.json").read_text())["data"]["split_file"])["test"]
+    assert sorted(pred["index"].tolist()) == sorted(test_idx.tolist())
+    assert pred["energy"].shape == (len(test_idx),) and pred["forces"].shape == (pred["n_atoms"].sum(), 3)
+    mae = np.abs(pred["energy"] - dataset.properties["energy"].values[pred["index"]]).mean()
+    assert mae == pytest.approx(metrics["test"]["energy_mae"]["value"], rel=1e-4)
