@@ -18,8 +18,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from eqbench.data.datamodule import AtomisticDataModule
 from eqbench.task import AtomisticTask
-from eqbench.tracking import (RUN_DIR_ENV, PredictionWriter, RunDirectory, RunOptions, make_loggers,
-                              resolve_run_dir)
+from eqbench.tracking import RUN_DIR_ENV, PredictionWriter, RunDirectory, RunOptions, make_loggers, resolve_run_dir
 
 
 class SaveTrainingConfig(SaveConfigCallback):

@@ -37,7 +37,8 @@ def random_molecules(sizes=(5, 9, 3), seed: int = 0, spread: float = 1.6, elemen
         positions.append(np.array(pos))
         numbers.append(rng.choice(elements, size=n))
     n_atoms = torch.tensor(sizes)
-    return Batch(z=torch.as_tensor(np.concatenate(numbers)), pos=torch.as_tensor(np.concatenate(positions), dtype=dtype),
+    return Batch(z=torch.as_tensor(np.concatenate(numbers)),
+                 pos=torch.as_tensor(np.concatenate(positions), dtype=dtype),
                  batch=torch.repeat_interleave(torch.arange(len(sizes)), n_atoms), n_atoms=n_atoms)
 
 

@@ -5,8 +5,12 @@ import torch
 
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, count_parameters, create
-from tests.model_checks import (assert_finite_difference_forces, assert_smooth_at_cutoff, assert_symmetries,
-                                random_molecules)
+from tests.model_checks import (
+    assert_finite_difference_forces,
+    assert_smooth_at_cutoff,
+    assert_symmetries,
+    random_molecules,
+)
 
 
 def schnet_model(**kwargs):

@@ -92,7 +92,8 @@ def make_split(candidates: np.ndarray, protocol: str, seed: int, directory: str 
     """
     if protocol not in PROTOCOLS:
         raise SplitError(f"unknown split protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
-    path = Path(directory) / split_filename(protocol, seed, {**options, **(name_options or {})}) if directory is not None else None
+    name = split_filename(protocol, seed, {**options, **(name_options or {})})
+    path = Path(directory) / name if directory is not None else None
     if path is not None and path.is_file():
         return load_split(path, dataset_fingerprint)
     train, val, test = (np.asarray(a, dtype=np.int64) for a in PROTOCOLS[protocol](candidates, seed, **options))
