@@ -124,8 +124,30 @@ def _frame_property(atoms, key: str, index: int):
     calc = atoms.calc
     if calc is not None and key in getattr(calc, "results", {}):
         value = np.asarray(calc.results[key])
-        return value, value.ndim >= 1 and value.shape[0] == len(atoms) and key not in ("dipole", "stress")
+        return value, is_per_atom_result(key, value, len(atoms))
     raise DataError(
         f"structure {index} has no property {key!r} (looked in arrays, info and calculator results); "
         f"available: {sorted(set(atoms.arrays) | set(atoms.info))}"
     )
+
+
+def ase_output_is_per_atom(name: str) -> bool | None:
+    """Whether ASE's table of calculator outputs lists ``name`` as per atom; None if ASE does not know it.
+
+    (``polarization`` of a 3-atom molecule is per molecule, ``energies`` per atom.)
+    """
+    from ase.outputs import ArrayProperty, all_outputs
+
+    known = all_outputs.get(name)
+    if known is None:
+        return None
+    return isinstance(known, ArrayProperty) and known.shapespec[:1] == ("natoms",)
+
+
+def is_per_atom_result(name: str, value: np.ndarray, n_atoms: int) -> bool:
+    """Whether calculator result ``name`` holds one row per atom: ASE decides for the names it
+    knows, other names are per atom when their leading dimension is the number of atoms."""
+    known = ase_output_is_per_atom(name)
+    if known is not None:
+        return known
+    return value.ndim >= 1 and value.shape[0] == n_atoms

@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help=OTHER_VERBS["evaluate"])
     eval_cmds = evaluate.add_subparsers(dest="command", required=True)
-    profile = eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run")
-    profile.add_argument("run_dir")
-    profile.add_argument("--profile", default=None, help="profile set (default: from the run's data)")
-    profile.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    from eqbench.data import profile
+
+    profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
+                                                               "(MAE, R², PaiNN Fig. 4-style plot)"))
     return parser
 
 
@@ -110,10 +110,9 @@ def run_command(argv: list[str]) -> int:
 
         return generate_cli.run(args) or 0
     if args.verb == "evaluate" and args.command == "profile":
-        from eqbench.data.profile import run_evaluate_profile
+        from eqbench.data import profile
 
-        run_evaluate_profile(args.run_dir, profile=args.profile, checkpoint=args.checkpoint)
-        return 0
+        return profile.run(args)
     raise AssertionError(f"unhandled command {args}")  # argparse only lets known commands through
 
 

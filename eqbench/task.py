@@ -187,13 +187,13 @@ class AtomisticTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ standardisation
     def setup(self, stage: str) -> None:
-        if stage != "fit" or not self.hparams.standardize or self.trainer is None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None or getattr(dm, "dataset", None) is None:
             return
-        dm = self.trainer.datamodule
-        if dm is None or not hasattr(dm, "train_dataset"):
+        dm.dataset.require([t.name for t in self.targets])
+        if stage != "fit" or not self.hparams.standardize:
             return
         train = dm.train_dataset
-        train.require([t.name for t in self.targets])
         for head in self.model.heads:
             if isinstance(head, Atomwise):
                 standardize_head(head, train)

@@ -150,6 +150,8 @@ def test_missing_target_names_the_key(tmp_path):
 def test_wandb_failure_is_a_warning(tmp_path, monkeypatch):
     from eqbench.tracking import RunOptions, SafeWandbLogger, make_loggers
 
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # conftest disables W&B for every other test
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     loggers = make_loggers(tmp_path, RunOptions(wandb="offline"), "x")
     wandb_logger = next(lg for lg in loggers if isinstance(lg, SafeWandbLogger))
 

@@ -92,14 +92,17 @@ def read_cache(path: str | os.PathLike, validate: bool = False) -> AtomisticData
         f = h5py.File(path, "r")
     except OSError as err:
         raise DataError(f"{path} is not a readable HDF5 file ({err}); delete it and prepare it again") from err
-    with f:
-        if f.attrs.get("format") is None or not f.attrs.get("complete", False):
-            raise DataError(f"{path} is not a complete eqbench cache (interrupted build or another kind of "
-                            f"HDF5 file); delete it and prepare it again")
-        if int(f.attrs["format"]) > CACHE_FORMAT:
-            raise DataError(f"{path} has cache format {int(f.attrs['format'])}, newer than this eqbench "
-                            f"({CACHE_FORMAT}); upgrade eqbench")
-        try:
+    # Damage inside an HDF5 file surfaces as any of these, depending on where it is (a damaged
+    # object can even read as None).
+    damaged = (KeyError, OSError, RuntimeError, TypeError, ValueError)
+    try:
+        with f:
+            if f.attrs.get("format") is None or not f.attrs.get("complete", False):
+                raise DataError(f"{path} is not a complete eqbench cache (interrupted build or another kind of "
+                                f"HDF5 file); delete it and prepare it again")
+            if int(f.attrs["format"]) > CACHE_FORMAT:
+                raise DataError(f"{path} has cache format {int(f.attrs['format'])}, newer than this eqbench "
+                                f"({CACHE_FORMAT}); upgrade eqbench")
             properties = {
                 name: Property(ds[()], str(ds.attrs["unit"]), bool(ds.attrs["per_atom"]))
                 for name, ds in f["properties"].items()
@@ -110,8 +113,11 @@ def read_cache(path: str | os.PathLike, validate: bool = False) -> AtomisticData
                 metadata=json.loads(f.attrs["metadata"]), source=str(path),
                 fingerprint=str(f.attrs["fingerprint"]), validate=validate,
             )
-        except (KeyError, OSError, ValueError) as err:
-            raise DataError(f"{path} is corrupt ({err}); delete it and prepare it again") from err
+    except damaged as err:
+        raise DataError(f"{path} is corrupt ({type(err).__name__}: {err}); delete it and prepare it again") from err
+    if fingerprint(dataset) != dataset.fingerprint:
+        raise DataError(f"{path} is corrupt: its content does not match the fingerprint it was written with; "
+                        f"delete it and prepare it again")
     return dataset
 
 

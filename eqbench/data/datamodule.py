@@ -35,12 +35,14 @@ class AtomisticDataModule(pl.LightningDataModule):
         split_dir: where split files go; default: ``<cache>.splits/`` beside a writable cache,
             else ``$EQBENCH_HOME/splits/<fingerprint>/`` (``~/.cache/eqbench``).
         num_workers: DataLoader worker processes.
+        units: units of the file's properties when the format stores none (extxyz), e.g.
+            ``{"energy": "eV", "forces": "eV/Å"}``.
     """
 
     def __init__(self, path: str = "ferrocene", batch_size: int = 32, eval_batch_size: int | None = None,
                  split: str = "random", train_size: int | float | None = None, val_size: int | float | None = None,
                  test_size: int | float | None = None, seed: int = 0, subset: dict[str, list] | None = None,
-                 split_dir: str | None = None, num_workers: int = 0):
+                 split_dir: str | None = None, num_workers: int = 0, units: dict[str, str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.path, self.batch_size = path, batch_size
@@ -48,7 +50,7 @@ class AtomisticDataModule(pl.LightningDataModule):
         self.protocol, self.seed, self.subset = split, seed, subset
         self.sizes = {k: v for k, v in (("train", train_size), ("val", val_size), ("test", test_size))
                       if v is not None}
-        self.split_dir, self.num_workers = split_dir, num_workers
+        self.split_dir, self.num_workers, self.units_given = split_dir, num_workers, units
         self.dataset: AtomisticDataset | None = None
         self.split: Split | None = None
 
@@ -56,7 +58,7 @@ class AtomisticDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        self.dataset = read(self.path)
+        self.dataset = read(self.path, units=self.units_given)
         if self.dataset.fingerprint is None:
             from eqbench.data.cache import fingerprint
 

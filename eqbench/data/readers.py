@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eqbench.batch import ase_output_is_per_atom, is_per_atom_result
 from eqbench.data.cache import read_cache
 from eqbench.data.dataset import AtomisticDataset
 from eqbench.errors import DataError
@@ -56,7 +57,7 @@ def read(path_or_name: str | os.PathLike, format: str | None = None, units: Mapp
         distance_unit: unit of the positions in the file when not Å (``Bohr`` or ``Ang``); read
             from schnetpack metadata when present.
     """
-    if str(path_or_name) in BUNDLED and not Path(path_or_name).exists():
+    if str(path_or_name) in BUNDLED and not Path(path_or_name).is_file():
         path = bundled_path(str(path_or_name))
         if not path.is_file():
             raise DataError(f"bundled dataset {path_or_name!r} is missing from the installation ({path}); "
@@ -107,6 +108,33 @@ def _frames_to_dataset(frames: list, source: Path, units: Mapping[str, str], pro
         metadata={**metadata, "source_file": str(source)}, source=str(source))
 
 
+def _db_per_atom_keys(rows) -> set[str]:
+    """Keys of ``row.data``/``key_value_pairs`` that hold one row per atom.
+
+    ASE's table of outputs decides for the names it knows. Otherwise a key is per atom when its
+    leading dimension is the molecule's atom count in every row and some row has more than one
+    atom: a one-atom molecule cannot tell (schnetpack stores a per-molecule energy as shape (1,)).
+    """
+    fits: dict[str, bool] = {}
+    evidence: set[str] = set()
+    for row in rows:
+        n = row.natoms
+        for key, value in {**row.key_value_pairs, **row.data}.items():
+            arr = np.asarray(value)
+            ok = arr.ndim >= 1 and arr.shape[0] == n
+            fits[key] = fits.get(key, True) and ok
+            if ok and n > 1:
+                evidence.add(key)
+    per_atom = set()
+    for key, ok in fits.items():
+        known = ase_output_is_per_atom(key)
+        if known is None:
+            known = ok and key in evidence
+        if known:
+            per_atom.add(key)
+    return per_atom
+
+
 def _numeric_properties(atoms) -> list[str]:
     skip = {"numbers", "positions"}
     names = [k for k, v in atoms.arrays.items() if k not in skip and np.issubdtype(np.asarray(v).dtype, np.number)]
@@ -125,9 +153,7 @@ def _property_of(atoms, name: str, index: int, source: Path):
     results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
     if name in results:
         value = np.asarray(results[name], dtype=float)
-        atomwise = name in ("forces", "charges", "magmoms") or (value.ndim == 2 and len(value) == len(atoms)
-                                                                and name != "stress")
-        return value, atomwise
+        return value, is_per_atom_result(name, value, len(atoms))
     raise DataError(f"{source}: structure {index} has no property {name!r}; remove it from properties= or fix "
                     f"the file")
 
@@ -137,7 +163,7 @@ def _read_extxyz(path: Path, units, properties, distance_unit) -> AtomisticDatas
 
     try:
         frames = ase_read(path, index=":", format="extxyz")
-    except (ValueError, IndexError, KeyError, AssertionError) as err:
+    except (OSError, ValueError, IndexError, KeyError, AssertionError) as err:  # ase's XYZError is an OSError
         raise DataError(f"{path} is not valid extended XYZ ({type(err).__name__}: {err}); fix the file") from err
     return _frames_to_dataset(frames, path, dict(units or {}), properties,
                               _length_factor(distance_unit, path), {"format": "extxyz"})
@@ -155,16 +181,18 @@ def _read_ase_db(path: Path, units, properties, distance_unit) -> AtomisticDatas
     except (sqlite3.DatabaseError, ValueError, KeyError) as err:
         raise DataError(f"{path} is not a readable ASE database ({err}); fix or regenerate it") from err
     file_units = dict(meta.get("_property_unit_dict", {}))
+    per_atom = _db_per_atom_keys(rows)
     frames = []
     for row in rows:
         atoms = row.toatoms()
         # schnetpack keeps properties in row.data; ASE in key_value_pairs and calculator results.
         for key, value in {**row.key_value_pairs, **row.data}.items():
             arr = np.asarray(value)
-            if arr.ndim >= 1 and arr.shape[0] == len(atoms) and key not in ("dipole", "stress"):
+            if key in per_atom:
                 atoms.arrays[key] = arr
             elif np.issubdtype(arr.dtype, np.number):
-                atoms.info[key] = arr if arr.ndim else arr.item()
+                # schnetpack gives per-molecule values a leading axis of length 1: energy (1,), dipole (1, 3)
+                atoms.info[key] = arr[0] if arr.ndim >= 1 and arr.shape[0] == 1 else (arr if arr.ndim else arr.item())
         frames.append(atoms)
     return _frames_to_dataset(frames, path, {**file_units, **(units or {})}, properties,
                               _length_factor(distance_unit or meta.get("_distance_unit"), path),

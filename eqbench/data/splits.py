@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def load_split(path: Path, dataset_fingerprint: str | None) -> Split:
         with np.load(path) as f:
             train, val, test = f["train"], f["val"], f["test"]
             recorded = str(f["fingerprint"])
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated: EOF/BadZipFile
         raise SplitError(f"split file {path} is unreadable ({err}); delete it to make it again") from err
     if dataset_fingerprint and recorded and recorded != dataset_fingerprint:
         raise SplitError(f"split file {path} was made for another dataset (fingerprint {recorded[:12]}…, this "
