@@ -15,6 +15,7 @@ from eqbench.data.dataset import MAX_Z
 from eqbench.errors import ConfigError
 from eqbench.models.base import AtomFeatures
 from eqbench.nn import build_mlp, segment_mean, segment_sum
+from eqbench.nn.gated import gated_equivariant_mlp
 
 
 class Atomwise(nn.Module):
@@ -78,3 +79,189 @@ class Energy(Atomwise):
 # Heads selected by name in a Target's ``head`` (tensorial heads register here):
 # each is called as HEADS[name](representation, output=..., **head_kwargs).
 HEADS: dict[str, type[nn.Module]] = {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensorial heads (PaiNN §4.2): dipole moment (Eqs. 12–13), its magnitude, polarizability (Eq. 14), ⟨R²⟩.
+# Positions enter relative to each molecule's centre of mass, so outputs do not depend on where the
+# molecule sits; total charges come from ``batch.targets["total_charge"]`` (0 when absent).
+
+REFERENCE_POINTS = ("center_of_mass", "origin")
+
+
+def _atomic_masses() -> torch.Tensor:
+    from ase.data import atomic_masses
+
+    masses = torch.ones(MAX_Z + 1)
+    n = min(len(atomic_masses), MAX_Z + 1)
+    masses[:n] = torch.as_tensor(atomic_masses[:n], dtype=masses.dtype)
+    return masses
+
+
+def require_vector_features(head: str, output: str, representation, hint: str = "") -> None:
+    """Refuse a representation without vector features for a head that needs them."""
+    if not getattr(representation, "has_vectors", False):
+        raise ConfigError(
+            f"head {head!r} (target {output!r}) needs vector features, but the model "
+            f"{type(representation).__name__} has none (has_vectors=False); use an equivariant model such as "
+            f"painn with vector_features: true{hint}")
+
+
+class _MoleculeFrame(nn.Module):
+    """Positions relative to each molecule's centre of mass (ase.data.atomic_masses)."""
+
+    def __init__(self, reference_point: str = "center_of_mass", head: str = "?"):
+        super().__init__()
+        if reference_point not in REFERENCE_POINTS:
+            raise ConfigError(f"head {head!r}: reference_point must be one of {REFERENCE_POINTS}, "
+                              f"not {reference_point!r}")
+        self.reference_point = reference_point
+        self.register_buffer("masses", _atomic_masses(), persistent=False)
+
+    def forward(self, batch: Batch, pos: torch.Tensor) -> torch.Tensor:
+        if self.reference_point == "origin":
+            return pos
+        m = self.masses.to(pos.dtype)[batch.z]
+        total = segment_sum(m, batch.batch, batch.n_molecules)
+        com = segment_sum(m[:, None] * pos, batch.batch, batch.n_molecules) / total[:, None]
+        return pos - com[batch.batch]
+
+
+def _positions(batch: Batch, features: AtomFeatures) -> torch.Tensor:
+    # features.pos carries the gradient graph when the model differentiates with respect to positions.
+    return features.pos if features.pos is not None else batch.pos
+
+
+def total_charge(batch: Batch, dtype: torch.dtype) -> torch.Tensor:
+    """[B] net charge of each molecule: ``batch.targets["total_charge"]``, 0 when absent."""
+    q = batch.targets.get("total_charge")
+    if q is None:
+        return torch.zeros(batch.n_molecules, dtype=dtype, device=batch.pos.device)
+    return q.to(dtype=dtype, device=batch.pos.device).reshape(batch.n_molecules)
+
+
+class _ScalarsAndVectors(nn.Module):
+    """Atomwise scalar [N] (and vector [N, 3]) outputs of a head's output network.
+
+    With vectors: two gated equivariant blocks F → F/2 → 1 (PaiNN Fig. 3, §5.4); scalars only:
+    the two-layer atomwise MLP F → F/2 → 1 (Fig. 2).
+    """
+
+    def __init__(self, n_features: int, activation: str, vectors: bool):
+        super().__init__()
+        self.vectors = vectors
+        if vectors:
+            self.blocks = gated_equivariant_mlp(n_features, 1, activation)
+        else:
+            self.mlp = build_mlp(n_features, n_features // 2, 1, activation)
+
+    def forward(self, features: AtomFeatures) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.vectors:
+            return self.mlp(features.scalar).squeeze(-1), None
+        s, v = features.scalar, features.vector
+        for block in self.blocks:
+            s, v = block(s, v)
+        return s.squeeze(-1), v.squeeze(-1)
+
+
+class DipoleMoment(nn.Module):
+    """Molecular dipole vector μ [B, 3] from latent charges (Eq. 12) or charges and atomic dipoles (Eq. 13).
+
+    μ = Σ_i μ_atom(v_i) + q_i (r_i − R),  R the centre of mass (``reference_point="origin"``: R = 0).
+    The latent charges are shifted equally within each molecule so that they sum to its total
+    charge, Σ_i q_i = Q; for a charged molecule μ then depends on R, and μ(R = 0) moves by Q·t when
+    the molecule is translated by t.
+    """
+
+    needs_pos_grad = False
+    head_name = "dipole"
+
+    def __init__(self, representation, output: str = "dipole", atomic_dipoles: bool = True,
+                 reference_point: str = "center_of_mass"):
+        super().__init__()
+        if atomic_dipoles:
+            require_vector_features(self.head_name, output, representation,
+                                    "; or set head_kwargs atomic_dipoles: false (latent charges only, Eq. 12)")
+        self.output, self.atomic_dipoles = output, atomic_dipoles
+        act = getattr(representation, "activation", "silu")
+        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=atomic_dipoles)
+        self.frame = _MoleculeFrame(reference_point, self.head_name)
+
+    def dipole(self, batch: Batch, features: AtomFeatures) -> torch.Tensor:
+        q, mu_atom = self.net(features)
+        n = batch.n_atoms.to(q.dtype)
+        excess = segment_sum(q, batch.batch, batch.n_molecules) - total_charge(batch, q.dtype)
+        q = q - (excess / n)[batch.batch]
+        r = self.frame(batch, _positions(batch, features))
+        mu = q[:, None] * r
+        if mu_atom is not None:
+            mu = mu + mu_atom
+        return segment_sum(mu, batch.batch, batch.n_molecules)
+
+    def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
+        return {self.output: self.dipole(batch, features)}
+
+
+class DipoleMagnitude(DipoleMoment):
+    """|μ| [B] (QM9's μ), μ from Eq. 13 (PaiNN §5.1) or, with ``atomic_dipoles=False``, Eq. 12."""
+
+    head_name = "dipole_magnitude"
+
+    def __init__(self, representation, output: str = "mu", atomic_dipoles: bool = True,
+                 reference_point: str = "center_of_mass"):
+        super().__init__(representation, output, atomic_dipoles, reference_point)
+
+    def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
+        return {self.output: torch.linalg.vector_norm(self.dipole(batch, features), dim=-1)}
+
+
+class Polarizability(nn.Module):
+    """Polarizability tensor α [B, 3, 3] (Eq. 14), symmetric by construction.
+
+    α = Σ_i α₀(s_i) I₃ + ν(v_i) ⊗ r_i + r_i ⊗ ν(v_i), with α₀ and ν the scalar and vector outputs of
+    two gated equivariant blocks and r_i relative to the centre of mass.
+    """
+
+    needs_pos_grad = False
+
+    def __init__(self, representation, output: str = "polarizability", reference_point: str = "center_of_mass"):
+        super().__init__()
+        require_vector_features("polarizability", output, representation)
+        self.output = output
+        act = getattr(representation, "activation", "silu")
+        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=True)
+        self.frame = _MoleculeFrame(reference_point, "polarizability")
+
+    def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
+        alpha0, nu = self.net(features)
+        r = self.frame(batch, _positions(batch, features))
+        anisotropic = nu[:, :, None] * r[:, None, :]
+        eye = torch.eye(3, dtype=alpha0.dtype, device=alpha0.device)
+        atomic = alpha0[:, None, None] * eye + anisotropic + anisotropic.transpose(1, 2)
+        return {self.output: segment_sum(atomic, batch.batch, batch.n_molecules)}
+
+
+class ElectronicSpatialExtent(nn.Module):
+    """⟨R²⟩ [B] = Σ_i q_atom(s_i) ‖r_i − R‖² (PaiNN §5.1), R the centre of mass.
+
+    The latent q_i weight the electron density, whose integral is the electron count rather than the
+    net charge, so unlike the dipole's charges they are not constrained to sum to anything.
+    """
+
+    needs_pos_grad = False
+
+    def __init__(self, representation, output: str = "r2", reference_point: str = "center_of_mass"):
+        super().__init__()
+        self.output = output
+        act = getattr(representation, "activation", "silu")
+        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=False)
+        self.frame = _MoleculeFrame(reference_point, "r2")
+
+    def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
+        q, _ = self.net(features)
+        r = self.frame(batch, _positions(batch, features))
+        return {self.output: segment_sum(q * r.pow(2).sum(-1), batch.batch, batch.n_molecules)}
+
+
+HEADS.update({"dipole": DipoleMoment, "dipole_magnitude": DipoleMagnitude, "polarizability": Polarizability,
+              "r2": ElectronicSpatialExtent})

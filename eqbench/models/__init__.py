@@ -6,9 +6,11 @@ from torch import nn
 
 from eqbench.errors import ModelError
 from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
+from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
 
 MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
+MODELS["painn"] = PaiNN
 
 
 def register(name: str):
