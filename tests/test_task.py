@@ -165,3 +165,24 @@ def test_wandb_failure_is_a_warning(tmp_path, monkeypatch):
         wandb_logger.log_metrics({"a": 2.0}, step=1)  # disabled after the first failure: no second warning
     messages = [str(w.message) for w in caught if "W&B" in str(w.message)]
     assert len(messages) == 1 and "unreachable" in messages[0]
+
+
+def test_molecule_totals_keep_float64_precision():
+    """A ferrocene-sized total (≈ −23,865 kcal/mol) must resolve differences far below float32's step there."""
+    from eqbench.models.base import AtomFeatures
+
+    torch.manual_seed(0)
+    head = Atomwise(8, output="energy", aggregation="sum")
+    head.set_standardization(scale=0.1, shift=-1136.4321)
+    batch = random_molecules(sizes=(21, 21), dtype=torch.float32)
+    features = AtomFeatures(scalar=torch.randn(42, 8))
+    energy = head(batch, features)["energy"]
+    mlp = head.mlp(features.scalar).squeeze(-1).double()
+    reference = torch.stack([(0.1 * mlp[:21] - 1136.4321).sum(), (0.1 * mlp[21:] - 1136.4321).sum()])
+    assert energy.dtype == torch.float64
+    assert float((energy - reference).abs().max()) < 1e-9  # float32 totals would be off by up to ~1e-3
+
+    ds = AtomisticDataset.from_molecules([np.array([1, 1])] * 2, [np.eye(3)[:2] * 1.2] * 2,
+                                         {"energy": [-23865.123456, -23865.123457]}, {"energy": "kcal/mol"})
+    e = ds.__getitems__([0, 1]).targets["energy"]
+    assert e.dtype == torch.float64 and float(e[1] - e[0]) == pytest.approx(-1e-6, abs=1e-9)

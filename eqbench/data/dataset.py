@@ -105,7 +105,10 @@ class AtomisticDataset:
                              "offsets": torch.as_tensor(self.offsets)}
             for name, prop in self.properties.items():
                 values = torch.as_tensor(prop.values)
-                self._tensors["prop:" + name] = values.to(dtype) if values.is_floating_point() else values
+                # Per-molecule float64 targets stay float64: totals such as energies need the digits
+                # (see eqbench.heads.Atomwise); per-atom arrays take the default dtype.
+                keep = not values.is_floating_point() or (values.dtype == torch.float64 and not prop.per_atom)
+                self._tensors["prop:" + name] = values if keep else values.to(dtype)
         return self._tensors
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
