@@ -243,22 +243,28 @@ def standardize_head(head: Atomwise, train) -> None:
 
     Extensive (sum) targets: residual r = y − Σ_i atomref[z_i] (atomref from the dataset when it has
     one, else 0); shift = mean(r / n), scale = std(r / n) per atom. Intensive (mean) targets: shift =
-    mean(y), scale = std(y). An energy head trained on forces only takes scale = RMS(force).
+    mean(y), scale = std(y). An energy head that also predicts forces takes scale = RMS of the force
+    components instead (NequIP's choice): for one molecule sampled thermally, std(E/n) is tiny next to
+    the forces (ferrocene: 0.26 kcal/mol against 15 kcal/mol/Å), and a scale that small leaves the
+    network unable to produce forces of the right size early in training.
     """
     name = head.output
     n = train.n_atoms.astype(np.float64)
+    forces_rms = None
+    if getattr(head, "forces", False) and "forces" in train.properties:
+        forces = np.asarray(train.properties["forces"].values, dtype=np.float64)
+        forces_rms = float(np.sqrt((forces**2).mean())) or None
     if name in train.properties:
         y = np.asarray(train.properties[name].values, dtype=np.float64).reshape(len(train), -1)[:, 0]
         atomref = train.atomrefs.get(name)
         if head.aggregation == "sum":
             ref = np.zeros(len(train)) if atomref is None else np.add.reduceat(atomref[train.z], train.offsets[:-1])
             per_atom = (y - ref) / n
-            head.set_standardization(_safe_std(per_atom), float(per_atom.mean()), atomref)
+            head.set_standardization(forces_rms or _safe_std(per_atom), float(per_atom.mean()), atomref)
         else:
             head.set_standardization(_safe_std(y), float(y.mean()), None)
-    elif "forces" in train.properties:
-        forces = np.asarray(train.properties["forces"].values, dtype=np.float64)
-        head.set_standardization(float(np.sqrt((forces**2).mean())) or 1.0, 0.0, None)
+    elif forces_rms is not None:
+        head.set_standardization(forces_rms, 0.0, None)
 
 
 def _safe_std(x: np.ndarray) -> float:

@@ -129,14 +129,22 @@ def test_ema_weights_are_saved_and_differ_from_raw_weights(tmp_path):
     assert not torch.allclose(ckpt["state_dict"][key], ckpt["current_model_state"][key])
 
 
-def test_training_standardises_from_training_split(tmp_path):
-    task = AtomisticTask(small_schnet())
+@pytest.mark.parametrize("with_forces", [False, True])
+def test_training_standardises_from_training_split(tmp_path, with_forces):
+    targets = [Target("energy"), Target("forces")] if with_forces else [Target("energy")]
+    task = AtomisticTask(small_schnet(), targets)
     _, dm = _fit(tmp_path, task, epochs=1)
-    energy = dm.dataset.properties["energy"].values[dm.split.train]
-    per_atom = energy / dm.dataset.n_atoms[dm.split.train]
+    train = dm.split.train
+    energy = dm.dataset.properties["energy"].values[train]
+    per_atom = energy / dm.dataset.n_atoms[train]
     head = task.model.heads[0]
     assert float(head.shift) == pytest.approx(per_atom.mean(), rel=1e-5)
-    assert float(head.scale) == pytest.approx(per_atom.std(), rel=1e-5)
+    if with_forces:  # NequIP's scale: RMS of the training forces' components, by hand
+        offsets = dm.dataset.offsets
+        f = np.concatenate([dm.dataset.properties["forces"].values[offsets[i]:offsets[i + 1]] for i in train])
+        assert float(head.scale) == pytest.approx(np.sqrt(np.mean(f.astype(np.float64) ** 2)), rel=1e-5)
+    else:
+        assert float(head.scale) == pytest.approx(per_atom.std(), rel=1e-5)
 
 
 def test_missing_target_names_the_key(tmp_path):

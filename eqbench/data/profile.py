@@ -148,12 +148,12 @@ def plot_profile(result: dict, path: Path) -> None:
         ax.plot(angle, pred - pred.mean() + ref.mean() - offset, color="tab:red", ls="--", marker="o", ms=3,
                 label="model")
         ax.set_xlabel(f"{result['angle_key']} ({result['angle_unit'] or 'deg'})")
-        ax.set_ylabel(f"E − E_min ({result['energy_unit']})")
+        ax.set_ylabel(f"E − min E_ref, means aligned ({result['energy_unit']})")
         title = "" if name == "all" else name + "  "
         ax.set_title(f"{title}MAE {g['mae']:.3g}, R² {g['r2']:.3f}", fontsize=9)
         if period:
             ax.set_xticks(np.linspace(0, period, 5))
-    axes[0].legend(fontsize=8, frameon=False)
+    axes[0].legend(fontsize=8, frameon=True, loc="best")
     fig.savefig(path, dpi=120)
 
 
