@@ -129,6 +129,18 @@ def test_callback_writes_into_the_run_directory(tmp_path, ferrocene_profile):
     assert logged[0]["profile/r2"] == pytest.approx(1.0)
 
 
+def test_callback_scores_only_the_chain_lengths_the_data_selects(tmp_path, cumulene_profile):
+    model = ReferenceModel(cumulene_profile)
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path), loggers=[],
+                              datamodule=SimpleNamespace(subset={"n_carbon": [9]}))
+    ProfileEvaluation("cumulene-profile").on_test_end(trainer, SimpleNamespace(model=model))
+    result = json.loads((tmp_path / "profile.json").read_text())
+    assert list(result["groups"]) == ["n_carbon=9"] and result["n_points"] == 37  # φ = 0…180° in 5° steps
+    with pytest.raises(ConfigError, match="selects no profile points"):
+        ProfileEvaluation("cumulene-profile", subset={"n_carbon": [6]}).on_test_end(
+            trainer, SimpleNamespace(model=model))
+
+
 def test_callback_runs_in_a_lightning_test_loop(tmp_path, cumulene_profile):
     import lightning.pytorch as pl
 

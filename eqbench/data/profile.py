@@ -180,18 +180,37 @@ class ProfileEvaluation(Callback):
         profile: bundled name (``ferrocene-profile``, ``cumulene-profile``) or a profile file.
         angle_key: ``theta`` or ``phi``; default: from the profile's metadata.
         stage: ``test`` (default: after ``trainer.test``) or ``fit`` (after ``trainer.fit``).
+        subset: evaluate only profile points whose property takes these values, e.g.
+            ``{"n_carbon": [9]}``; default: the DataModule's own ``subset`` where the profile has
+            those properties (a model trained on C9H4 is scored on the C9H4 scan only).
     """
 
-    def __init__(self, profile: str, angle_key: str | None = None, stage: str = "test"):
+    def __init__(self, profile: str, angle_key: str | None = None, stage: str = "test",
+                 subset: dict[str, list] | None = None):
         if stage not in ("test", "fit"):
             raise ConfigError(f"ProfileEvaluation stage must be 'test' or 'fit', not {stage!r}")
-        self.profile, self.angle_key, self.stage = profile, angle_key, stage
+        self.profile, self.angle_key, self.stage, self.subset = profile, angle_key, stage, subset
         self.result: dict | None = None
+
+    def _selection(self, trainer, dataset) -> dict[str, list]:
+        if self.subset is not None:
+            return self.subset
+        data_subset = getattr(getattr(trainer, "datamodule", None), "subset", None) or {}
+        return {k: v for k, v in data_subset.items() if k in dataset.properties}
 
     def _evaluate(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
         dataset = load_profile(self.profile)
+        selection = self._selection(trainer, dataset)
+        if selection:
+            keep = np.ones(len(dataset), dtype=bool)
+            for key, allowed in selection.items():
+                dataset.require([key])
+                keep &= np.isin(dataset.properties[key].values, allowed)
+            if not keep.any():
+                raise ConfigError(f"profile {self.profile!r}: subset {selection} selects no profile points")
+            dataset = dataset.subset(np.flatnonzero(keep))
         self.result = evaluate_profile(pl_module.model, dataset, self.angle_key)
         write_profile_report(self.result, trainer.default_root_dir)
         for logger in getattr(trainer, "loggers", []) or []:
