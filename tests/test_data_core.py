@@ -487,3 +487,17 @@ def test_datamodule_split_dir_and_too_large_split(grid_dataset, tmp_path):
     with pytest.raises(SplitError, match="40"):
         AtomisticDataModule(str(path), train_size=30, val_size=20).setup()
 
+
+
+def test_datamodule_worker_processes_give_the_same_batches(grid_dataset, tmp_path):
+    path = tmp_path / "grid.h5"
+    write_cache(grid_dataset, path)
+    batches = {}
+    for workers in (0, 2):
+        dm = AtomisticDataModule(str(path), batch_size=5, train_size=24, val_size=8, seed=1, num_workers=workers)
+        dm.setup("fit")
+        batches[workers] = list(dm.val_dataloader())
+    assert len(batches[0]) == len(batches[2]) == 2
+    for a, b in zip(batches[0], batches[2]):
+        assert torch.equal(a.idx, b.idx) and torch.equal(a.pos, b.pos)
+        assert torch.equal(a.targets["forces"], b.targets["forces"])
