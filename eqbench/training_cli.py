@@ -64,8 +64,10 @@ class EqbenchCLI(LightningCLI):
             callbacks.append(PredictionWriter(run_dir))
         user_callbacks = trainer_config.get("callbacks") or []
         if not any(isinstance(c, ModelCheckpoint) for c in user_callbacks):
+            # No version counter: a run directory always has best.ckpt/last.ckpt, even when refitted.
             callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best",
-                                             monitor="val_loss", mode="min", save_last=True))
+                                             monitor="val_loss", mode="min", save_last=True,
+                                             enable_version_counter=False))
         self.run_dir = run_dir
         self.run_options = options
         return self._instantiate_trainer(trainer_config, callbacks)
@@ -89,7 +91,16 @@ class EqbenchCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True,
                           verbose=False)
         if self.trainer.is_global_zero:
+            finish_wandb(self.trainer)  # its closing messages would otherwise follow the summary
             print_summary(self.run_dir)
+
+
+def finish_wandb(trainer) -> None:
+    from eqbench.tracking import SafeWandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, SafeWandbLogger) and logger._experiment is not None:
+            logger._guard(logger.experiment.finish)
 
 
 def print_summary(run_dir: Path) -> None:
@@ -101,4 +112,5 @@ def print_summary(run_dir: Path) -> None:
     for name, entry in sorted(metrics.get("test", {}).items()):
         if name.endswith("_mae") or name.endswith("_rmse"):
             print(f"  {name:<22} {entry['value']:.5g} {entry['unit']}")
-    print(f"Run directory: {run_dir}")
+    print(f"Run directory: {run_dir}  (metrics.json, run.json, config.yaml, checkpoints/"
+          + (", profile.png" if (run_dir / "profile.png").is_file() else "") + ")")

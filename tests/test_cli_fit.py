@@ -94,6 +94,7 @@ def test_resume_continues_from_saved_step(trained_run):
     with open(run_dir / "metrics.csv") as f:
         epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val_loss_smoothed")})
     assert epochs == [0, 1, 2], "the resumed run's learning curve must continue the earlier one"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_test_and_predict_verbs_use_the_checkpoint(trained_run):
