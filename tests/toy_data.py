@@ -36,7 +36,7 @@ def toy_dataset(n_molecules: int = 300, seed: int = 0) -> AtomisticDataset:
         (g,) = torch.autograd.grad(e, pos_t)
         numbers.append(rng.choice([1, 6, 8], size=n))
         positions.append(np.array(pos))
-        energies.append(float(e))
+        energies.append(float(e.detach()))
         forces.append(-g.numpy())
     return AtomisticDataset.from_molecules(numbers, positions, {"energy": energies, "forces": forces},
                                            {"energy": "eV", "forces": "eV/Å"}, per_atom=["forces"],

@@ -101,10 +101,19 @@ class AtomisticDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, indices: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
+        import torch.distributed as dist
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
         from torch.utils.data import Subset
 
-        return DataLoader(Subset(self.dataset, indices.tolist()), batch_size=batch_size, shuffle=shuffle,
-                          collate_fn=_identity, num_workers=self.num_workers,
+        subset = Subset(self.dataset, indices.tolist())
+        sampler = None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            # Lightning's default DistributedSampler pads evaluation sets with repeated molecules, so
+            # multi-GPU metrics would differ from a single-process evaluation; this one splits them exactly.
+            sampler = UnrepeatedDistributedSampler(subset, num_replicas=dist.get_world_size(),
+                                                   rank=dist.get_rank(), shuffle=False)
+        return DataLoader(subset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                          sampler=sampler, collate_fn=_identity, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
