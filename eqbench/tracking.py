@@ -249,14 +249,25 @@ class PredictionWriter(BasePredictionWriter):
         self.run_dir = Path(run_dir)
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        # Each rank writes its share; rank 0 merges them (in rank order) once all are on disk.
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        arrays = {key: np.concatenate([b[key].cpu().numpy() for b in batches]) for key in batches[0]} if batches \
+            else {}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        part = self.run_dir / f"predictions.rank{trainer.global_rank}.npz"
+        np.savez(part, **arrays)
+        trainer.strategy.barrier("eqbench-predictions")
         if not trainer.is_global_zero:
             return
-        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        arrays = {key: np.concatenate([b[key].cpu().numpy() for b in batches]) for key in batches[0]}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        parts = [self.run_dir / f"predictions.rank{r}.npz" for r in range(trainer.world_size)]
+        loaded = [dict(np.load(p)) for p in parts]
+        keys = next((list(d) for d in loaded if d), [])
+        merged = {k: np.concatenate([d[k] for d in loaded if d]) for k in keys}
         tmp = self.run_dir / "predictions.tmp.npz"
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **merged)
         os.replace(tmp, self.run_dir / "predictions.npz")
+        for p in parts:
+            p.unlink()
 
 
 def read_metrics(run_dir: str | Path) -> dict:

@@ -58,3 +58,21 @@ def test_ddp_metrics_equal_single_process_evaluation(tmp_path):
     single_metrics = json.loads((single_dir / "metrics.json").read_text())["test"]
     for name in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse"):
         assert ddp_metrics[name]["value"] == pytest.approx(single_metrics[name]["value"], rel=1e-5), name
+
+
+def test_ddp_predict_gathers_every_rank(tmp_path):
+    import numpy as np
+
+    config = {**CONFIG, "trainer": {**CONFIG["trainer"], "max_epochs": 1},
+              "data": {**CONFIG["data"], "path": str(toy_cache(tmp_path, 200))}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    eqbench("fit", "--config", "config.yaml", "--run.dir", str(run_dir), "--run.test_after_fit", "false",
+            cwd=tmp_path)
+    eqbench("predict", "--config", str(run_dir / "config.yaml"), "--trainer.devices", "2", "--trainer.strategy",
+            "ddp", "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"), cwd=tmp_path)
+    pred = np.load(run_dir / "predictions.npz")
+    split = np.load(json.loads((run_dir / "run.json").read_text())["data"]["split_file"])
+    assert sorted(pred["index"].tolist()) == sorted(split["test"].tolist())  # 37 molecules, none twice
+    assert pred["forces"].shape == (int(pred["n_atoms"].sum()), 3)
+    assert not list(run_dir.glob("predictions.rank*"))
