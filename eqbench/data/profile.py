@@ -123,40 +123,6 @@ def evaluate_profile(model: torch.nn.Module, profile_dataset: AtomisticDataset, 
 
 
 # ---------------------------------------------------------------------------------------------- report
-def plot_profile(result: dict, path: Path) -> None:
-    """Energy vs angle, reference against model, one panel per molecule (PaiNN Fig. 4 style)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    groups = result["groups"]
-    ncols = min(len(groups), 3)
-    nrows = -(-len(groups) // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)  # Agg without pyplot: no global backend switch, no display needed
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(groups):]:
-        ax.set_visible(False)
-    period = result.get("angle_period")
-    for ax, (name, g) in zip(axes, groups.items()):
-        angle, ref, pred = (np.asarray(g[k], dtype=float) for k in ("angle", "reference", "prediction"))
-        if period and len(angle) and angle[0] == 0 and angle[-1] < period:  # close the periodic curve
-            angle, ref, pred = np.append(angle, period), np.append(ref, ref[0]), np.append(pred, pred[0])
-        # Relative energies: the reference's minimum at 0, the prediction shifted by the same amount
-        # after aligning means (the profile's absolute offset is not what is compared).
-        offset = ref.min()
-        ax.plot(angle, ref - offset, color="black", lw=2, label="reference (GFN2-xTB)")
-        ax.plot(angle, pred - pred.mean() + ref.mean() - offset, color="tab:red", ls="--", marker="o", ms=3,
-                label="model")
-        ax.set_xlabel(f"{result['angle_key']} ({result['angle_unit'] or 'deg'})")
-        ax.set_ylabel(f"E − min E_ref, means aligned ({result['energy_unit']})")
-        title = "" if name == "all" else name + "  "
-        ax.set_title(f"{title}MAE {g['mae']:.3g}, R² {g['r2']:.3f}", fontsize=9)
-        if period:
-            ax.set_xticks(np.linspace(0, period, 5))
-    axes[0].legend(fontsize=8, frameon=True, loc="best")
-    fig.savefig(path, dpi=120)
-
-
 def write_profile_report(result: dict, directory: str | Path) -> tuple[Path, Path]:
     """``profile.json`` and ``profile.png`` in ``directory``; returns their paths."""
     directory = Path(directory)
@@ -165,7 +131,9 @@ def write_profile_report(result: dict, directory: str | Path) -> tuple[Path, Pat
     tmp = json_path.with_name(json_path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(json_path)
-    plot_profile(result, png_path)
+    from eqbench.report.plots import plot_profiles
+
+    plot_profiles({"model": result}, png_path)
     return json_path, png_path
 
 
