@@ -149,6 +149,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def target_std(dm, pl_module) -> dict[str, float]:
+    """σ of each per-molecule scalar target over the test split: the σ_m of DimeNet's std. MAE and
+    logMAE (App. C, Eqs. 10–11), which reports use for their summary rows."""
+    out = {}
+    for target in getattr(pl_module, "targets", []):
+        prop = dm.dataset.properties.get(target.name)
+        if prop is None or prop.per_atom or prop.values.ndim != 1 or len(dm.split.test) < 2:
+            continue
+        out[target.name] = float(np.std(np.asarray(prop.values, dtype=np.float64)[dm.split.test]))
+    return out
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -181,7 +193,7 @@ class RunDirectory(pl.Callback):
                     "split_protocol": dm.protocol, "split_seed": dm.seed,
                     "split_file": str(dm.split.path) if dm.split.path else None,
                     "split_sizes": dict(zip(("train", "val", "test"), dm.split.sizes())),
-                    "units": dm.units}
+                    "units": dm.units, "target_std": target_std(dm, pl_module)}
         _write_json(self.run_dir / "run.json", {
             "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),
             "git_commit": git_commit(), "packages": package_versions(), "data": data,

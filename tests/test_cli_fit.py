@@ -49,6 +49,9 @@ def test_run_directory_is_complete(trained_run):
     assert Path(run["data"]["split_file"]).is_file()
     assert run["data"]["split_sizes"] == {"train": 1600, "val": 100, "test": 100}
     assert run["data"]["units"]["energy"] == "kcal/mol"
+    test_energies = read(data).properties["energy"].values[np.load(run["data"]["split_file"])["test"]]
+    assert run["data"]["target_std"]["energy"] == pytest.approx(np.std(test_energies))
+    assert "forces" not in run["data"]["target_std"]  # per-atom: not a DimeNet summary target
     assert "git_commit" in run and "torch" in run["packages"] and "lightning" in run["packages"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["n_parameters"] > 1000
