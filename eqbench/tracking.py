@@ -75,9 +75,25 @@ class SafeWandbLogger(WandbLogger):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - any W&B failure (network, auth, disk) must not stop training
-            self._disabled = True
-            warnings.warn(f"W&B logging disabled after an error: {err}", stacklevel=2)
+            self._disable(err)
             return None
+
+    def _disable(self, err: Exception) -> None:
+        self._disabled = True
+        warnings.warn(f"W&B logging disabled after an error: {err}", stacklevel=3)
+
+    @property
+    def experiment(self):
+        # Lightning touches the experiment directly (setup hook); a failing wandb.init must not escape.
+        from lightning.fabric.loggers.logger import _DummyExperiment
+
+        if self._disabled:
+            return _DummyExperiment()
+        try:
+            return WandbLogger.experiment.fget(self)
+        except Exception as err:  # noqa: BLE001 - see _guard
+            self._disable(err)
+            return _DummyExperiment()
 
     def log_metrics(self, *args, **kwargs):
         return self._guard(super().log_metrics, *args, **kwargs)

@@ -18,7 +18,15 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from eqbench.data.datamodule import AtomisticDataModule
 from eqbench.task import AtomisticTask
-from eqbench.tracking import RUN_DIR_ENV, PredictionWriter, RunDirectory, RunOptions, make_loggers, resolve_run_dir
+from eqbench.tracking import (
+    RUN_DIR_ENV,
+    PredictionWriter,
+    RunDirectory,
+    RunOptions,
+    SafeWandbLogger,
+    make_loggers,
+    resolve_run_dir,
+)
 
 
 class SaveTrainingConfig(SaveConfigCallback):
@@ -27,6 +35,13 @@ class SaveTrainingConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":
             super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        # Every logger (W&B among them) receives the full resolved config, not only the task's arguments.
+        config = self.config.as_dict()
+        for logger in trainer.loggers:
+            if isinstance(logger, SafeWandbLogger):
+                logger.log_hyperparams(config)
 
 
 class EqbenchCLI(LightningCLI):
@@ -91,13 +106,25 @@ class EqbenchCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True,
                           verbose=False)
         if self.trainer.is_global_zero:
+            log_final_metrics(self.trainer, self.run_dir)
             finish_wandb(self.trainer)  # its closing messages would otherwise follow the summary
             print_summary(self.run_dir)
 
 
-def finish_wandb(trainer) -> None:
-    from eqbench.tracking import SafeWandbLogger
+def log_final_metrics(trainer, run_dir: Path) -> None:
+    """metrics.json (best checkpoint's validation and test metrics) into the W&B run's summary."""
+    from eqbench.tracking import read_metrics
 
+    metrics = read_metrics(run_dir)
+    summary = {f"final/{stage}_{name}": entry["value"] for stage in ("val", "test")
+               for name, entry in metrics.get(stage, {}).items()}
+    summary.update({"final/n_parameters": metrics.get("n_parameters"), "final/epochs": metrics.get("epochs")})
+    for logger in trainer.loggers:
+        if isinstance(logger, SafeWandbLogger) and logger._experiment is not None:
+            logger._guard(logger.experiment.summary.update, summary)
+
+
+def finish_wandb(trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, SafeWandbLogger) and logger._experiment is not None:
             logger._guard(logger.experiment.finish)
