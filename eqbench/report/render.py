@@ -26,6 +26,8 @@ def format_cell(cell: Cell, column: ColumnSpec, pm: str = "±") -> str:
         text = f"{cell.mean:+.{d}f}"
     elif column.kind == "relative":
         text = f"{100 * cell.mean:+.1f} %"
+    elif column.kind == "paper":
+        text = f"{cell.mean:g}"  # as published, with the paper's own digits
     else:
         text = f"{cell.mean:.{d}f}" + (f" {pm} {cell.std:.{d}f}" if cell.std is not None else "")
     if cell.status == "partial":

@@ -51,10 +51,12 @@ class ColumnSpec:
     kind ``parameters`` / ``width``: the parameter count / matched width of the row's trials.
     kind ``delta``: mean(a) − mean(b) of two metric columns (by label); kind ``relative``: that
     difference divided by mean(``relative_to``), default b (Miller et al.'s %E uses L0Net).
+    kind ``paper``: the published value ``key`` of table ``source`` in paper_values.yaml for the row
+    (``row_map`` maps the sweep's row values to the paper's row names where they differ).
     """
 
     label: str
-    kind: Literal["metric", "parameters", "width", "delta", "relative"] = "metric"
+    kind: Literal["metric", "parameters", "width", "delta", "relative", "paper"] = "metric"
     metric: str | None = None
     where: dict[str, object] = field(default_factory=dict)
     a: str | None = None
@@ -62,6 +64,9 @@ class ColumnSpec:
     relative_to: str | None = None
     better: Literal["min", "max"] = "min"
     decimals: int = 3
+    source: str | None = None
+    key: str | None = None
+    row_map: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -161,7 +166,28 @@ def _derived(column: ColumnSpec, by_label: dict[str, Cell]) -> Cell:
     return Cell(mean=value, n=min(c.n for c in cells), expected=min(c.expected for c in cells), status="ok")
 
 
-def _units(records: list[Record], column: ColumnSpec) -> set[str]:
+def load_paper_values() -> dict:
+    """The papers' published tables (eqbench/report/paper_values.yaml), by source name."""
+    from importlib import resources
+
+    import yaml
+
+    return yaml.safe_load((resources.files("eqbench.report") / "paper_values.yaml").read_text(encoding="utf-8"))
+
+
+def _paper_cell(column: ColumnSpec, row_key, papers: dict) -> Cell:
+    if column.source not in papers:
+        raise ConfigError(f"column {column.label!r}: unknown paper table {column.source!r}; choose one of "
+                          f"{sorted(papers)}")
+    row = papers[column.source]["rows"].get(column.row_map.get(row_key, row_key), {})
+    value = row.get(column.key)
+    return Cell(mean=float(value), status="ok") if value is not None else Cell(status="missing")
+
+
+def _units(records: list[Record], column: ColumnSpec, papers: dict | None = None) -> set[str]:
+    if column.kind == "paper" and papers:
+        unit = papers.get(column.source, {}).get("units", {}).get(column.key)
+        return {unit} if unit else set()
     if column.kind != "metric":
         return set()
     return {r.units.get(_metric_name(column, r), "") for r in records if _matches(r, column.where)} - {""}
@@ -172,7 +198,8 @@ def build_table(spec: TableSpec, records: list[Record]) -> Table:
         raise ConfigError(f"table {spec.name!r}: no columns")
     row_keys = list(spec.row_order or dict.fromkeys(r.factors.get(spec.rows) for r in records))
     metric_columns = [c for c in spec.columns if c.kind in ("metric", "parameters", "width")]
-    column_units = {c.label: _units(records, c) for c in spec.columns}
+    papers = load_paper_values() if any(c.kind == "paper" for c in spec.columns) else {}
+    column_units = {c.label: _units(records, c, papers) for c in spec.columns}
     row_units = {}
     for key in row_keys:  # units that differ between rows (targets) go into the row label
         mine = [r for r in records if r.factors.get(spec.rows) == key]
@@ -184,7 +211,8 @@ def build_table(spec: TableSpec, records: list[Record]) -> Table:
     for key in row_keys:
         mine = [r for r in records if r.factors.get(spec.rows) == key]
         by_label = {c.label: _cell([r for r in mine if _matches(r, c.where)], c) for c in metric_columns}
-        cells.append([by_label[c.label] if c in metric_columns else _derived(c, by_label) for c in spec.columns])
+        by_label.update({c.label: _paper_cell(c, key, papers) for c in spec.columns if c.kind == "paper"})
+        cells.append([by_label[c.label] if c.label in by_label else _derived(c, by_label) for c in spec.columns])
     _bold(spec, cells)
 
     headers = []
