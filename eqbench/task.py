@@ -188,8 +188,8 @@ class AtomisticTask(pl.LightningModule):
     # ------------------------------------------------------------------ standardisation
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
-        if dm is None or getattr(dm, "dataset", None) is None:
-            return
+        if dm is None or getattr(dm, "dataset", None) is None or stage == "predict":
+            return  # prediction needs no labels
         dm.dataset.require([t.name for t in self.targets])
         if stage != "fit" or not self.hparams.standardize:
             return

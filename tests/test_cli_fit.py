@@ -114,3 +114,19 @@ def test_test_and_predict_verbs_use_the_checkpoint(trained_run):
     assert pred["energy"].shape == (len(test_idx),) and pred["forces"].shape == (pred["n_atoms"].sum(), 3)
     mae = np.abs(pred["energy"] - dataset.properties["energy"].values[pred["index"]]).mean()
     assert mae == pytest.approx(metrics["test"]["energy_mae"]["value"], rel=1e-4)
+
+
+def test_predict_on_unlabelled_structures(trained_run, tmp_path):
+    from eqbench.data import AtomisticDataset, write_cache
+
+    run_dir, data = trained_run
+    labelled = read(data).subset(range(5))
+    unlabelled = AtomisticDataset(labelled.z, labelled.pos, labelled.offsets, source="new structures")
+    write_cache(unlabelled, tmp_path / "new.h5")
+    out = tmp_path / "predictions"
+    assert main(["predict", "--config", str(run_dir / "config.yaml"), "--data.path", str(tmp_path / "new.h5"),
+                 "--data.split", "all", "--data.train_size", "null", "--data.val_size", "null",
+                 "--data.test_size", "null", "--run.dir", str(out),
+                 "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")]) == 0
+    pred = np.load(out / "predictions.npz")
+    assert sorted(pred["index"].tolist()) == [0, 1, 2, 3, 4] and pred["energy"].shape == (5,)
