@@ -65,7 +65,8 @@ class AtomisticDataModule(pl.LightningDataModule):
             self.dataset.fingerprint = fingerprint(self.dataset)
         subset = {"subset": {k: sorted(v) for k, v in self.subset.items()}} if self.subset else None
         self.split = make_split(self._candidates(), self.protocol, self.seed, self._split_directory(),
-                                self.dataset.fingerprint, name_options=subset, **self.sizes)
+                                self.dataset.fingerprint, name_options=subset, dataset=self.dataset,
+                                **self.sizes)
 
     def _candidates(self) -> np.ndarray:
         idx = np.arange(len(self.dataset))

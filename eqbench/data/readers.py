@@ -1,9 +1,13 @@
-"""``eqbench.data.read``: any supported file (or bundled dataset name) → AtomisticDataset.
+"""``eqbench.data.read``: any supported file, bundled set or published dataset name → AtomisticDataset.
 
 Formats: the eqbench HDF5 cache (``.h5``/``.hdf5``), extended XYZ (``.xyz``/``.extxyz``,
 through ASE) and ASE databases (``.db``, as written by ASE or schnetpack). extxyz stores
 no units, so they must be given; an ASE database written by schnetpack carries them in
 its metadata (``_property_unit_dict``, ``_distance_unit``), which is used when present.
+
+Published datasets by name (``qm9``, ``md17-<molecule>``, ``rmd17-<molecule>``, ``qm7x``) are read
+from their cache under ``$EQBENCH_DATA`` (default ``~/.cache/eqbench/data``), which is prepared from
+the raw files there, downloaded when absent, on first use.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def read(path_or_name: str | os.PathLike, format: str | None = None, units: Mapp
     """Read a dataset.
 
     Args:
-        path_or_name: a file, or the name of a bundled dataset (``ferrocene``, ``cumulene``,
-            ``ferrocene-profile``, ``cumulene-profile``).
+        path_or_name: a file, the name of a bundled dataset (``ferrocene``, ``cumulene``,
+            ``ferrocene-profile``, ``cumulene-profile``) or of a published one (``qm9``,
+            ``md17-<molecule>``, ``rmd17-<molecule>``, ``qm7x``; prepared in ``$EQBENCH_DATA`` on first use).
         format: ``cache``, ``extxyz`` or ``ase-db``; detected from the suffix when omitted.
         units: unit of each property (e.g. ``{"energy": "eV", "forces": "eV/Å"}``); required for
             extxyz; for an ASE db it overrides the file's own unit metadata.
@@ -63,9 +68,12 @@ def read(path_or_name: str | os.PathLike, format: str | None = None, units: Mapp
             raise DataError(f"bundled dataset {path_or_name!r} is missing from the installation ({path}); "
                             f"reinstall eqbench or regenerate it with `eqbench data generate`")
         return read_cache(path)
+    if is_dataset_name(str(path_or_name)) and not Path(path_or_name).exists():
+        return read_cache(named_cache(str(path_or_name)))
     path = Path(path_or_name)
     if not path.exists():
-        raise DataError(f"file not found: {path}; check the path (bundled names: {sorted(BUNDLED)})")
+        raise DataError(f"file not found: {path}; check the path (bundled names: {sorted(BUNDLED)}; published "
+                        f"datasets: {', '.join(DATASET_NAMES)})")
     fmt = format or detect_format(path)
     if fmt == "cache":
         return read_cache(path)
@@ -74,6 +82,70 @@ def read(path_or_name: str | os.PathLike, format: str | None = None, units: Mapp
     if fmt == "ase-db":
         return _read_ase_db(path, units, properties, distance_unit)
     raise DataError(f"{path}: unknown format {fmt!r}; choose one of {FORMATS}")
+
+
+# ---------------------------------------------------------------------- published datasets by name
+DATASET_NAMES = ("qm9", "md17-<molecule>", "rmd17-<molecule>", "qm7x")
+FAMILIES = ("qm9", "md17", "rmd17", "qm7x")
+
+
+def is_dataset_name(name: str) -> bool:
+    return name in ("qm9", "qm7x") or name.startswith(("md17-", "rmd17-"))
+
+
+def named_cache(name: str, download: bool = True) -> Path:
+    """The cache of a published dataset under ``$EQBENCH_DATA``, prepared there when absent."""
+    from eqbench.data.download import data_root
+
+    family, _, molecule = name.partition("-")
+    if family in ("md17", "rmd17"):
+        from eqbench.data.md17 import molecule_name
+
+        molecule = molecule_name(molecule, revised=family == "rmd17")
+        path = data_root() / family / f"{family}-{molecule}.h5"
+    else:
+        path = data_root() / family / f"{family}.h5"
+    if not path.is_file():
+        prepare_named(family, molecules=[molecule] if molecule else None, download=download)
+    return path
+
+
+def prepare_named(family: str, directory: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                  molecules: Sequence[str] | None = None, download: bool = True, keep_uncharacterized: bool = False,
+                  properties: Sequence[str] | None = None) -> list[Path]:
+    """Build the cache(s) of a published dataset (``qm9``, ``md17``, ``rmd17``, ``qm7x``; or one molecule,
+    ``md17-aspirin``) from its raw files in ``directory`` (default ``$EQBENCH_DATA/<family>``); returns
+    the cache paths. For md17/rmd17 ``molecules`` defaults to all, and ``out`` is a file for one molecule
+    or a directory."""
+    family, _, molecule = family.partition("-")
+    if molecule:
+        molecules = [molecule]
+    if family not in FAMILIES:
+        raise DataError(f"unknown dataset {family!r}; published datasets: {', '.join(FAMILIES)}")
+    if family != "qm9" and keep_uncharacterized:
+        raise DataError("--keep-uncharacterized applies to qm9 only")
+    if family in ("qm9", "qm7x") and molecules:
+        raise DataError(f"{family} has no molecules to choose; --molecule is for md17 and rmd17")
+    if family == "qm9":
+        from eqbench.data import qm9
+
+        return [qm9.prepare(directory, out, keep_uncharacterized, properties, download=download)]
+    if family == "qm7x":
+        from eqbench.data import qm7x
+
+        return [qm7x.prepare(directory, out, properties, download=download)]
+    from eqbench.data import md17
+
+    if family == "rmd17":
+        return list(md17.prepare_rmd17(molecules, directory, out, download, properties or ()).values())
+    if properties:
+        raise DataError("MD17 caches always hold energy and forces; --properties does not apply")
+    names = [md17.molecule_name(m, revised=False) for m in (molecules or md17.MD17_FILES)]
+    if out is not None and Path(out).suffix in (".h5", ".hdf5") and len(names) != 1:
+        raise DataError(f"--out {out} is one file but {len(names)} molecules were asked for; give a directory")
+    outs = {m: None if out is None else Path(out) if Path(out).suffix in (".h5", ".hdf5")
+            else Path(out) / f"md17-{m}.h5" for m in names}
+    return [md17.prepare_md17(m, directory, outs[m], download) for m in names]
 
 
 def _length_factor(unit: str | None, source: Path) -> float:

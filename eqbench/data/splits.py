@@ -10,6 +10,7 @@ an error rather than a silent mismatch.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import zipfile
@@ -91,11 +92,12 @@ def split_filename(protocol: str, seed: int, options: dict) -> str:
 
 
 def make_split(candidates: np.ndarray, protocol: str, seed: int, directory: str | os.PathLike | None,
-               dataset_fingerprint: str | None, name_options: dict | None = None, **options) -> Split:
+               dataset_fingerprint: str | None, name_options: dict | None = None, dataset=None, **options) -> Split:
     """Load the split file for (protocol, options, seed) from ``directory``, or make and write it.
 
     ``options`` go to the protocol; ``name_options`` (e.g. a subset selection) only make the file
-    name distinct.
+    name distinct. A protocol whose signature has a ``dataset`` parameter also receives the dataset
+    being split (rMD17's official splits and QM7-X's molecule groups come from it).
     """
     if protocol not in PROTOCOLS:
         raise SplitError(f"unknown split protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
@@ -103,7 +105,9 @@ def make_split(candidates: np.ndarray, protocol: str, seed: int, directory: str 
     path = Path(directory) / name if directory is not None else None
     if path is not None and path.is_file():
         return load_split(path, dataset_fingerprint)
-    train, val, test = (np.asarray(a, dtype=np.int64) for a in PROTOCOLS[protocol](candidates, seed, **options))
+    fn = PROTOCOLS[protocol]
+    extra = {"dataset": dataset} if dataset is not None and "dataset" in inspect.signature(fn).parameters else {}
+    train, val, test = (np.asarray(a, dtype=np.int64) for a in fn(candidates, seed, **options, **extra))
     split = Split(train, val, test, path)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
