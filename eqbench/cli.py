@@ -20,6 +20,7 @@ TRAINING_VERBS = {
 OTHER_VERBS = {
     "data": "prepare, inspect and generate datasets (prepare | info | generate)",
     "evaluate": "evaluate a trained run (profile: rotor energy profile)",
+    "sweep": "Optuna ablation sweeps (run | status | worker)",
 }
 
 
@@ -73,12 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     data = verbs.add_parser("data", help=OTHER_VERBS["data"])
     data_cmds = data.add_subparsers(dest="command", required=True)
     prepare = data_cmds.add_parser("prepare", help="parse a dataset into an eqbench cache (HDF5)")
-    prepare.add_argument("source", help="extxyz file, ASE database or cache")
-    prepare.add_argument("--out", required=True, help="cache file to write (.h5)")
+    prepare.add_argument("source", help="a published dataset (qm9, md17, rmd17, qm7x, or one molecule such as "
+                                        "md17-aspirin) or a file: extxyz, ASE database or cache")
+    prepare.add_argument("--out", default=None, help="cache file to write (.h5); required for a file; for a "
+                                                     "dataset default <root>/<name>.h5 (a directory for several "
+                                                     "molecules)")
+    prepare.add_argument("--root", default=None, help="directory of the dataset's published raw files, "
+                                                      "downloaded there when absent (default $EQBENCH_DATA/<dataset>)")
+    prepare.add_argument("--molecule", nargs="*", default=None, help="md17/rmd17 molecules (default: all)")
+    prepare.add_argument("--keep-uncharacterized", action="store_true",
+                         help="qm9: keep the 3,054 uncharacterized molecules")
+    prepare.add_argument("--no-download", action="store_true", help="use only files already in --root")
     prepare.add_argument("--format", choices=["cache", "extxyz", "ase-db"], default=None)
     prepare.add_argument("--units", nargs="*", default=[], metavar="NAME=UNIT",
                          help="unit of each property, e.g. energy=eV forces=eV/Å (required for extxyz)")
-    prepare.add_argument("--properties", nargs="*", default=None, help="properties to keep (default: all)")
+    prepare.add_argument("--properties", nargs="*", default=None,
+                         help="properties to keep (default: all; for a dataset its standard set, e.g. qm9 with "
+                              "A B C mulliken_charges, qm7x with dipole polarizability ...)")
     prepare.add_argument("--distance-unit", default=None, help="unit of positions in the file (Ang or Bohr)")
     info = data_cmds.add_parser("info", help="molecules, atoms, elements, properties, fingerprint of a dataset")
     info.add_argument("path", help="cache file, readable file or bundled name")
@@ -92,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help=OTHER_VERBS["evaluate"])
     eval_cmds = evaluate.add_subparsers(dest="command", required=True)
+    from eqbench.sweep import cli as sweep_cli
+
+    sweep_cli.add_arguments(verbs.add_parser("sweep", help=OTHER_VERBS["sweep"]))
+
     from eqbench.data import profile
 
     profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
@@ -109,6 +125,10 @@ def run_command(argv: list[str]) -> int:
         from eqbench.data.generate import cli as generate_cli
 
         return generate_cli.run(args) or 0
+    if args.verb == "sweep":
+        from eqbench.sweep import cli as sweep_cli
+
+        return sweep_cli.run(args) or 0
     if args.verb == "evaluate" and args.command == "profile":
         from eqbench.data import profile
 
@@ -129,8 +149,30 @@ def _parse_units(pairs: list[str]) -> dict[str, str]:
 
 
 def data_prepare(args) -> int:
-    from eqbench.data import read, write_cache
+    from pathlib import Path
 
+    from eqbench.data import read, write_cache
+    from eqbench.data.readers import FAMILIES, prepare_named
+    from eqbench.errors import ConfigError
+
+    family = args.source.partition("-")[0]
+    if family in FAMILIES and not Path(args.source).exists():
+        paths = prepare_named(args.source, args.root, args.out, args.molecule, download=not args.no_download,
+                              keep_uncharacterized=args.keep_uncharacterized, properties=args.properties)
+        import h5py
+
+        for path in paths:
+            with h5py.File(path, "r") as f:  # a summary without loading (QM7-X is gigabytes)
+                count, fp = len(f["offsets"]) - 1, str(f.attrs["fingerprint"])
+            print(f"wrote {path}: {count} molecules, fingerprint {fp}")
+        return 0
+    dataset_options = [flag for flag, given in (("--root", args.root), ("--molecule", args.molecule),
+                                                ("--keep-uncharacterized", args.keep_uncharacterized)) if given]
+    if dataset_options:
+        raise ConfigError(f"{' '.join(dataset_options)} apply to published datasets ({', '.join(FAMILIES)}), "
+                          f"not to the file {args.source}")
+    if args.out is None:
+        raise ConfigError(f"--out is required to prepare the file {args.source}")
     dataset = read(args.source, format=args.format, units=_parse_units(args.units), properties=args.properties,
                    distance_unit=args.distance_unit)
     fp = write_cache(dataset, args.out)
