@@ -34,7 +34,18 @@ def wandb_enabled(monkeypatch, tmp_path):
 
 
 def test_offline_run_logs_config_history_and_final_metrics(tmp_path, wandb_enabled):
-    run_dir = fit(tmp_path)
+    # A fresh interpreter, as a real run has: wandb keeps per-process settings from earlier tests.
+    import os
+    import subprocess
+    import sys
+
+    config = {**CONFIG, "data": {**CONFIG["data"], "path": str(toy_cache(tmp_path, 60))}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "eqbench.cli", "fit", "--config", str(tmp_path / "config.yaml"),
+                             "--run.dir", str(run_dir)], capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "WANDB_MODE"})
+    assert result.returncode == 0, result.stderr[-3000:]
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     content = log.read_bytes()  # protobuf records; strings are stored as plain UTF-8
     for key in (b"representation", b"class_path",  # the full config
