@@ -136,16 +136,17 @@ def run_command(argv: list[str]) -> int:
     raise AssertionError(f"unhandled command {args}")  # argparse only lets known commands through
 
 
-def _parse_units(pairs: list[str]) -> dict[str, str]:
+def parse_key_values(pairs: list[str], option: str, form: str = "NAME=VALUE") -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}`` for options such as ``--units`` and ``--slurm-arg``."""
     from eqbench.errors import ConfigError
 
-    units = {}
+    result = {}
     for pair in pairs:
-        name, sep, unit = pair.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--units expects NAME=UNIT, got {pair!r}")
-        units[name] = unit
-    return units
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} expects {form}, got {pair!r}")
+        result[key] = value
+    return result
 
 
 def data_prepare(args) -> int:
@@ -173,7 +174,8 @@ def data_prepare(args) -> int:
                           f"not to the file {args.source}")
     if args.out is None:
         raise ConfigError(f"--out is required to prepare the file {args.source}")
-    dataset = read(args.source, format=args.format, units=_parse_units(args.units), properties=args.properties,
+    units = parse_key_values(args.units, "--units", "NAME=UNIT")
+    dataset = read(args.source, format=args.format, units=units, properties=args.properties,
                    distance_unit=args.distance_unit)
     fp = write_cache(dataset, args.out)
     print(f"wrote {args.out}: {len(dataset)} molecules, fingerprint {fp}")

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from eqbench.cli import parse_key_values
+
 DEFAULT_RUNS_DIR = "runs/sweeps"
 
 
@@ -82,9 +84,10 @@ def _run(spec, storage_url: str, args) -> int:
     print(f"sweep {spec.study_name}: {len(spec.cells())} cells, {len(queued)} queued now; "
           f"storage {redact(storage_url)}", flush=True)
     if args.launcher == "slurm":
+        extra = parse_key_values(args.slurm_arg, "--slurm-arg", "KEY=VALUE (an sbatch option without dashes)")
         options = launchers.SlurmOptions(partition=args.partition, time_min=args.time, cpus_per_task=args.cpus_per_task,
-                                         gpus_per_task=args.gpus_per_task, mem_gb=args.mem_gb,
-                                         additional=_key_values(args.slurm_arg), setup=args.slurm_setup)
+                                         gpus_per_task=args.gpus_per_task, mem_gb=args.mem_gb, additional=extra,
+                                         setup=args.slurm_setup)
         launchers.submit_slurm(spec, storage_url, args.runs_dir, args.workers or 1, options)
         print(f"follow with: eqbench sweep status {spec.path}" + (f" --profile {spec.profile}" if spec.profile else ""))
         return 0
@@ -130,13 +133,3 @@ def _worker(spec, storage_url: str, args) -> int:
     return 0
 
 
-def _key_values(pairs: list[str]) -> dict[str, str]:
-    from eqbench.errors import ConfigError
-
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--slurm-arg expects KEY=VALUE (an sbatch option without dashes), got {pair!r}")
-        result[key] = value
-    return result
