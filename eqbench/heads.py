@@ -166,7 +166,25 @@ class _ScalarsAndVectors(nn.Module):
         return s.squeeze(-1), v.squeeze(-1)
 
 
-class DipoleMoment(nn.Module):
+class _LatentHead(nn.Module):
+    """Shared setup of the tensorial heads: an output name, the latent output network (gated
+    equivariant blocks when ``vectors``) and positions in the molecule's frame."""
+
+    needs_pos_grad = False
+    head_name = "?"
+
+    def __init__(self, representation, output: str, vectors: bool, reference_point: str):
+        super().__init__()
+        self.output = output
+        act = getattr(representation, "activation", "silu")
+        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=vectors)
+        self.frame = _MoleculeFrame(reference_point, self.head_name)
+
+    def positions(self, batch: Batch, features: AtomFeatures) -> torch.Tensor:
+        return self.frame(batch, _positions(batch, features))
+
+
+class DipoleMoment(_LatentHead):
     """Molecular dipole vector μ [B, 3] from latent charges (Eq. 12) or charges and atomic dipoles (Eq. 13).
 
     μ = Σ_i μ_atom(v_i) + q_i (r_i − R),  R the centre of mass (``reference_point="origin"``: R = 0).
@@ -175,26 +193,22 @@ class DipoleMoment(nn.Module):
     the molecule is translated by t.
     """
 
-    needs_pos_grad = False
     head_name = "dipole"
 
     def __init__(self, representation, output: str = "dipole", atomic_dipoles: bool = True,
                  reference_point: str = "center_of_mass"):
-        super().__init__()
         if atomic_dipoles:
             require_vector_features(self.head_name, output, representation,
                                     "; or set head_kwargs atomic_dipoles: false (latent charges only, Eq. 12)")
-        self.output, self.atomic_dipoles = output, atomic_dipoles
-        act = getattr(representation, "activation", "silu")
-        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=atomic_dipoles)
-        self.frame = _MoleculeFrame(reference_point, self.head_name)
+        super().__init__(representation, output, atomic_dipoles, reference_point)
+        self.atomic_dipoles = atomic_dipoles
 
     def dipole(self, batch: Batch, features: AtomFeatures) -> torch.Tensor:
         q, mu_atom = self.net(features)
         n = batch.n_atoms.to(q.dtype)
         excess = segment_sum(q, batch.batch, batch.n_molecules) - total_charge(batch, q.dtype)
         q = q - (excess / n)[batch.batch]
-        r = self.frame(batch, _positions(batch, features))
+        r = self.positions(batch, features)
         mu = q[:, None] * r
         if mu_atom is not None:
             mu = mu + mu_atom
@@ -217,51 +231,43 @@ class DipoleMagnitude(DipoleMoment):
         return {self.output: torch.linalg.vector_norm(self.dipole(batch, features), dim=-1)}
 
 
-class Polarizability(nn.Module):
+class Polarizability(_LatentHead):
     """Polarizability tensor α [B, 3, 3] (Eq. 14), symmetric by construction.
 
     α = Σ_i α₀(s_i) I₃ + ν(v_i) ⊗ r_i + r_i ⊗ ν(v_i), with α₀ and ν the scalar and vector outputs of
     two gated equivariant blocks and r_i relative to the centre of mass.
     """
 
-    needs_pos_grad = False
+    head_name = "polarizability"
 
     def __init__(self, representation, output: str = "polarizability", reference_point: str = "center_of_mass"):
-        super().__init__()
-        require_vector_features("polarizability", output, representation)
-        self.output = output
-        act = getattr(representation, "activation", "silu")
-        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=True)
-        self.frame = _MoleculeFrame(reference_point, "polarizability")
+        require_vector_features(self.head_name, output, representation)
+        super().__init__(representation, output, True, reference_point)
 
     def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
         alpha0, nu = self.net(features)
-        r = self.frame(batch, _positions(batch, features))
+        r = self.positions(batch, features)
         anisotropic = nu[:, :, None] * r[:, None, :]
         eye = torch.eye(3, dtype=alpha0.dtype, device=alpha0.device)
         atomic = alpha0[:, None, None] * eye + anisotropic + anisotropic.transpose(1, 2)
         return {self.output: segment_sum(atomic, batch.batch, batch.n_molecules)}
 
 
-class ElectronicSpatialExtent(nn.Module):
+class ElectronicSpatialExtent(_LatentHead):
     """⟨R²⟩ [B] = Σ_i q_atom(s_i) ‖r_i − R‖² (PaiNN §5.1), R the centre of mass.
 
     The latent q_i weight the electron density, whose integral is the electron count rather than the
     net charge, so unlike the dipole's charges they are not constrained to sum to anything.
     """
 
-    needs_pos_grad = False
+    head_name = "r2"
 
     def __init__(self, representation, output: str = "r2", reference_point: str = "center_of_mass"):
-        super().__init__()
-        self.output = output
-        act = getattr(representation, "activation", "silu")
-        self.net = _ScalarsAndVectors(representation.n_features, act, vectors=False)
-        self.frame = _MoleculeFrame(reference_point, "r2")
+        super().__init__(representation, output, False, reference_point)
 
     def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
         q, _ = self.net(features)
-        r = self.frame(batch, _positions(batch, features))
+        r = self.positions(batch, features)
         return {self.output: segment_sum(q * r.pow(2).sum(-1), batch.batch, batch.n_molecules)}
 
 
