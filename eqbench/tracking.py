@@ -165,6 +165,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware(accelerator: str | None = None) -> dict:
+    """What the run ran on, for reports: CPU model and cores, torch's thread count, GPU names."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the model in /proc/cpuinfo; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if accelerator != "CPUAccelerator" and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
 def target_std(dm, pl_module) -> dict[str, float]:
     """σ of each per-molecule scalar target over the test split: the σ_m of DimeNet's std. MAE and
     logMAE (App. C, Eqs. 10–11), which reports use for their summary rows."""
@@ -215,6 +233,7 @@ class RunDirectory(pl.Callback):
             "git_commit": git_commit(), "packages": package_versions(), "data": data,
             "n_parameters": count_parameters(pl_module.model), "host": platform.node(),
             "devices": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
+            "hardware": hardware(type(trainer.accelerator).__name__),
         })
 
     @rank_zero_only
