@@ -21,6 +21,7 @@ OTHER_VERBS = {
     "data": "prepare, inspect and generate datasets (prepare | info | generate)",
     "evaluate": "evaluate a trained run (profile: rotor energy profile)",
     "sweep": "Optuna ablation sweeps (run | status | worker)",
+    "report": "paper-style tables, plots and index.md from a sweep (reports/<study>/)",
 }
 
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eqbench.sweep import cli as sweep_cli
 
     sweep_cli.add_arguments(verbs.add_parser("sweep", help=OTHER_VERBS["sweep"]))
+    from eqbench.report import cli as report_cli
+
+    report_cli.add_arguments(verbs.add_parser("report", help=OTHER_VERBS["report"]))
 
     from eqbench.data import profile
 
@@ -129,6 +133,10 @@ def run_command(argv: list[str]) -> int:
         from eqbench.sweep import cli as sweep_cli
 
         return sweep_cli.run(args) or 0
+    if args.verb == "report":
+        from eqbench.report import cli as report_cli
+
+        return report_cli.run(args)
     if args.verb == "evaluate" and args.command == "profile":
         from eqbench.data import profile
 

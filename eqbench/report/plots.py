@@ -1,6 +1,7 @@
 """Plots for runs and reports (matplotlib, Agg without pyplot; PNG and SVG).
 
-- :func:`plot_profiles`: rotor energy profiles, reference against one or more models (PaiNN Fig. 4).
+- :func:`plot_profiles`: rotor energy profiles, reference against one or more models, one panel per
+  molecule; :func:`plot_profile_panels`: one panel per setting (e.g. per cutoff, PaiNN Fig. 4).
 - :func:`plot_metric_vs_factor`: a metric against a factor (e.g. force MAE against r_cut), one line
   per series, error bars = standard deviation over seeds.
 - :func:`plot_learning_curves`: a per-epoch metric from each run's metrics.csv.
@@ -53,31 +54,51 @@ def plot_profiles(results: dict[str, dict], path: str | Path, formats=("png",)) 
     first = next(iter(results.values()))
     groups = list(first["groups"])
     fig, axes = new_figure(len(groups))
-    period = first.get("angle_period")
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown"]
     for ax, name in zip(axes, groups):
-        ref_group = first["groups"][name]
-        angle, ref = (np.asarray(ref_group[k], dtype=float) for k in ("angle", "reference"))
-        close = bool(period) and len(angle) and angle[0] == 0 and angle[-1] < period
-        x = np.append(angle, period) if close else angle
-        offset = ref.min()
-        ax.plot(x, _closed(ref, close) - offset, color="black", lw=2, label="reference (GFN2-xTB)")
-        for k, (label, result) in enumerate(results.items()):
-            g = result["groups"].get(name)
-            if g is None:
-                continue
-            pred = np.asarray(g["prediction"], dtype=float)
-            shown = _closed(pred, close) - pred.mean() + ref.mean() - offset
-            ax.plot(x, shown, color=colors[k % len(colors)], ls="--", marker="o", ms=2.5,
-                    label=label if len(results) > 1 else f"model (MAE {g['mae']:.3g}, R² {g['r2']:.2f})")
-        ax.set_xlabel(f"{first['angle_key']} ({first.get('angle_unit') or 'deg'})")
-        ax.set_ylabel(f"E − min E_ref, means aligned ({first['energy_unit']})")
-        if name != "all":
-            ax.set_title(name, fontsize=9)
-        if period:
-            ax.set_xticks(np.linspace(0, period, 5))
+        _draw_profile(ax, results, name, title=name if name != "all" else None)
     axes[0].legend(fontsize=7, frameon=True, loc="best")
     return save(fig, path, formats)
+
+
+def plot_profile_panels(panels: dict[str, dict[str, dict]], path: str | Path, formats=("png", "svg")) -> list[Path]:
+    """One panel per setting (e.g. per cutoff, as PaiNN Fig. 4), each with the reference and every
+    model's prediction of the first profile group; ``panels`` maps a panel title to ``{label: result}``."""
+    fig, axes = new_figure(len(panels))
+    for ax, (title, results) in zip(axes, panels.items()):
+        group = next(iter(next(iter(results.values()))["groups"]))
+        _draw_profile(ax, results, group, title=title, always_label=True)
+        ax.legend(fontsize=7, frameon=True, loc="best")
+    return save(fig, path, formats)
+
+
+COLORS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown"]
+
+
+def _draw_profile(ax, results: dict[str, dict], group: str, title: str | None = None,
+                  always_label: bool = False) -> None:
+    first = next(iter(results.values()))
+    period = first.get("angle_period")
+    ref_group = first["groups"][group]
+    angle, ref = (np.asarray(ref_group[k], dtype=float) for k in ("angle", "reference"))
+    close = bool(period) and len(angle) and angle[0] == 0 and angle[-1] < period
+    x = np.append(angle, period) if close else angle
+    offset = ref.min()
+    ax.plot(x, _closed(ref, close) - offset, color="black", lw=2, label="reference (GFN2-xTB)")
+    for k, (label, result) in enumerate(results.items()):
+        g = result["groups"].get(group)
+        if g is None:
+            continue
+        pred = np.asarray(g["prediction"], dtype=float)
+        shown = _closed(pred, close) - pred.mean() + ref.mean() - offset
+        text = f"{label} (R² {g['r2']:.2f})" if always_label or len(results) > 1 else \
+            f"model (MAE {g['mae']:.3g}, R² {g['r2']:.2f})"
+        ax.plot(x, shown, color=COLORS[k % len(COLORS)], ls="--", marker="o", ms=2.5, label=text)
+    ax.set_xlabel(f"{first['angle_key']} ({first.get('angle_unit') or 'deg'})")
+    ax.set_ylabel(f"E − min E_ref, means aligned ({first['energy_unit']})")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if period:
+        ax.set_xticks(np.linspace(0, period, 5))
 
 
 def _closed(values: np.ndarray, close: bool) -> np.ndarray:

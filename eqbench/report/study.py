@@ -43,7 +43,8 @@ def record_from_trial(trial: FrozenTrial) -> Record:
     reason = f"{attrs.get('fail_kind', 'failed')}: {attrs.get('fail_reason', '')}".strip(": ") \
         if trial.state == TrialState.FAIL else None
     return Record(factors=dict(attrs["factors"]), seed=attrs.get("seed", 0), state=state, metrics=metrics,
-                  units=units, n_parameters=n_parameters, width=attrs.get("matched_width"), reason=reason)
+                  units=units, n_parameters=n_parameters, width=attrs.get("matched_width"), reason=reason,
+                  run_dir=str(run_dir) if run_dir is not None else None)
 
 
 def read_run_metrics(run_dir: Path, n_parameters: int | None = None) -> tuple[dict, dict, int | None]:

@@ -40,6 +40,7 @@ class Record:
     n_parameters: int | None = None
     width: int | None = None  # parameter-matched width, when the sweep matched one
     reason: str | None = None
+    run_dir: str | None = None  # the trial's run directory (profile.json, metrics.csv for plots)
 
 
 @dataclass
@@ -225,6 +226,9 @@ def build_table(spec: TableSpec, records: list[Record]) -> Table:
         labels.append(f"{label} ({row_units[key]})" if per_row_unit and row_units[key] else label)
     table = Table(spec, row_keys, labels, headers, cells)
     _footnotes(table)  # before the summary rows, whose Δ cells are blank by design
+    for source in dict.fromkeys(c.source for c in spec.columns if c.kind == "paper"):
+        table.footnotes.append(f"Published values ({', '.join(c.label for c in spec.columns if c.source == source)})"
+                               f": {papers[source].get('citation', source)}.")
     _summary_rows(spec, table)
     return table
 

@@ -26,6 +26,7 @@ Format (every error names the file and the key and says what to do)::
     heartbeat: {interval: 30, grace_period: 120, max_retry: 3}   # seconds; lost workers' trials are retried
     profiles:                            # named override sets: --profile cpu
       cpu: {fixed: {data.train_size: 500}, seeds: [0], budget: {max_epochs: 10}}
+    report: {tables: [...], plots: [...], findings: [...]}   # what `eqbench report` makes (eqbench.report.spec)
 
 A profile's ``fixed`` entries are added to (and override) the spec's; its other keys replace the spec's.
 Each profile is its own study (``<name>-<profile>``), so CPU results never count as paper-scale ones.
@@ -48,10 +49,10 @@ import yaml
 from eqbench.errors import ConfigError
 
 SPEC_KEYS = {"name", "description", "base", "fixed", "grid", "space", "seeds", "objective", "match_params",
-             "budget", "pruner", "heartbeat", "profiles"}
+             "budget", "pruner", "heartbeat", "profiles", "report"}
 # A profile may replace any of these (``fixed`` is merged into the spec's fixed overrides instead).
 PROFILE_KEYS = {"description", "base", "fixed", "grid", "space", "seeds", "objective", "match_params", "budget",
-                "pruner", "heartbeat"}
+                "pruner", "heartbeat", "report"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Metrics of metrics.json are <stage>_<name> (val_energy_mae, test_forces_rmse, val_loss); profile.json
 # gives profile_mae and profile_r2.
@@ -158,6 +159,7 @@ class SweepSpec:
     heartbeat: Heartbeat
     description: str = ""
     profiles: tuple[str, ...] = ()
+    report: dict | None = None  # the ``report:`` section, read by eqbench.report.spec
 
     @property
     def study_name(self) -> str:
@@ -255,13 +257,16 @@ def _build(raw: dict, path: Path, profile: str | None, profile_names: tuple[str,
         budget=_parse_budget(raw.get("budget") or {}, bool(space), where),
         pruner=_parse_pruner(raw.get("pruner", "none"), where),
         heartbeat=_parse_heartbeat(raw.get("heartbeat") or {}, where),
-        description=str(raw.get("description") or ""), profiles=profile_names,
+        description=str(raw.get("description") or ""), profiles=profile_names, report=raw.get("report"),
     )
     spec.match = _parse_match(raw.get("match_params"), grid, where)
     if spec.pruner.kind != "none" and not spec.objective.monitored_during_training:
         raise ConfigError(f"{where}: pruner {spec.pruner.kind!r} compares the objective during training, but "
                           f"{spec.objective.metric!r} is only known at the end; use a val_* objective or pruner: none")
     compose.validate_cells(spec)
+    from eqbench.report.spec import parse_report  # checked here so that a bad report section fails before a sweep
+
+    parse_report(spec.report, where, {f.name for f in grid} | {"seed"})
     return spec
 
 

@@ -1,0 +1,337 @@
+"""``eqbench report``: a sweep's study and run directories → ``reports/<name>/``.
+
+The folder holds ``index.md`` (what was run, the findings, the tables and the plots, readable on
+GitHub), ``tables/<table>.md|tex|html``, ``plots/<plot>.png|svg`` and ``records.json`` (one entry per
+cell: factors, seed, state, metrics, parameters, run directory). It is built in a temporary folder and
+swapped in whole, so a report is never half-written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+
+from eqbench.errors import ConfigError
+from eqbench.report import plots as plotting
+from eqbench.report.render import RENDERERS, to_markdown
+from eqbench.report.spec import Finding, PlotSpec, ReportSpec, parse_report
+from eqbench.report.study import records_from_study
+from eqbench.report.tables import ColumnSpec, Record, Table, TableSpec, build_table, mean_std
+
+FORMATS = tuple(RENDERERS)
+
+
+@dataclass
+class FindingResult:
+    finding: Finding
+    verdict: str  # holds | does not hold | undecided
+    detail: str
+
+
+@dataclass
+class Report:
+    name: str
+    out: Path
+    title: str
+    tables: dict[str, Table] = field(default_factory=dict)
+    plots: dict[str, list[Path]] = field(default_factory=dict)  # name -> files (relative to out)
+    findings: list[FindingResult] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def index(self) -> Path:
+        return self.out / "index.md"
+
+
+# ------------------------------------------------------------------------------------------- records
+def report_spec_of(sweep) -> ReportSpec:
+    factors = {f.name for f in sweep.grid} | {"seed"}
+    return parse_report(sweep.report, str(sweep.path), factors)
+
+
+def default_tables(sweep, records: list[Record]) -> list[TableSpec]:
+    """Without a ``report.tables`` section: rows = the first factor; columns = parameters (and the matched
+    width), then the objective and every test MAE, once per combination of the other factors."""
+    if not sweep.grid:
+        return []
+    rows, others = sweep.grid[0], sweep.grid[1:]
+    metrics = [sweep.objective.metric] + sorted({m for r in records for m in r.metrics
+                                                 if m.startswith("test_") and m.endswith("_mae")}
+                                                - {sweep.objective.metric})
+    better = "max" if sweep.objective.direction == "maximize" else "min"
+    columns = [ColumnSpec("Parameters", kind="parameters")]
+    if sweep.match is not None:
+        columns.append(ColumnSpec(sweep.match.width, kind="width"))
+    for combo in itertools.product(*(f.choices for f in others)):
+        where = {f.name: c for f, c in zip(others, combo)}
+        suffix = f" [{', '.join(f'{k} = {v}' for k, v in where.items())}]" if where else ""
+        for metric in metrics:
+            columns.append(ColumnSpec(metric + suffix, metric=metric, where=where,
+                                      better=better if metric == sweep.objective.metric else "min"))
+    return [TableSpec(name="results", rows=rows.name, columns=columns)]
+
+
+def _rows_in_grid_order(table: TableSpec, sweep) -> TableSpec:
+    # Rows default to every value of the factor the sweep declares, so a value with no trial is shown
+    # as missing instead of silently absent.
+    if table.row_order is None:
+        factor = next((f for f in sweep.grid if f.name == table.rows), None)
+        if factor is not None:
+            table.row_order = list(factor.choices)
+        elif table.rows == "seed":
+            table.row_order = list(sweep.seeds)
+    return table
+
+
+def target_std_from_runs(records: list[Record]) -> dict[str, float]:
+    """σ of each target over the test split, as each run's run.json records it (the mean over runs)."""
+    values: dict[str, list[float]] = {}
+    for record in records:
+        path = Path(record.run_dir) / "run.json" if record.run_dir else None
+        if path is None or not path.is_file():
+            continue
+        for name, sigma in json.loads(path.read_text()).get("data", {}).get("target_std", {}).items():
+            values.setdefault(name, []).append(float(sigma))
+    return {name: float(sum(v) / len(v)) for name, v in values.items()}
+
+
+# ------------------------------------------------------------------------------------------- findings
+def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
+    """Does each value in ``finding.order`` beat the next on the mean over seeds? A difference smaller
+    than the two standard deviations together is said to be within the seed spread."""
+    stats, unit = [], ""
+    for value in finding.order:
+        mine = [r for r in records if r.state == "COMPLETE" and r.factors.get(finding.factor) == value
+                and all(r.factors.get(k) == v for k, v in finding.where.items())
+                and finding.metric in r.metrics and math.isfinite(r.metrics[finding.metric])]
+        if not mine:
+            return FindingResult(finding, "undecided", f"no finished trial for {finding.factor} = {value}")
+        unit = unit or mine[0].units.get(finding.metric, "")
+        mean, std = mean_std([r.metrics[finding.metric] for r in mine])
+        stats.append((value, mean, std, len(mine)))
+    sign = ">" if finding.better == "max" else "<"
+    ok, clear = True, True
+    for (_, m1, s1, _), (_, m2, s2, _) in zip(stats, stats[1:]):
+        ok &= m1 > m2 if finding.better == "max" else m1 < m2
+        clear &= s1 is not None and s2 is not None and abs(m1 - m2) > s1 + s2
+    parts = [f"{value}: {mean:.4g}" + (f" ± {std:.2g}" if std is not None else "") + f" (n = {n})"
+             for value, mean, std, n in stats]
+    where = ", ".join(f"{k} = {v}" for k, v in finding.where.items())
+    detail = f" {sign} ".join(parts) + f" — {finding.metric}{f' ({unit})' if unit else ''}" + \
+        (f", {where}" if where else "")
+    if not ok:
+        return FindingResult(finding, "does not hold", detail)
+    spread = "beyond the seed spread" if clear else (
+        "single seed, no spread to judge by" if any(s[2] is None for s in stats) else "within the seed spread")
+    return FindingResult(finding, "holds", f"{detail} ({spread})")
+
+
+# ------------------------------------------------------------------------------------------- plots
+def _select(records: list[Record], where: dict, seed: int | None = None) -> list[Record]:
+    done = [r for r in records if r.state == "COMPLETE" and r.run_dir
+            and all(r.factors.get(k) == v for k, v in where.items())]
+    if seed is None and done:
+        seed = min(r.seed for r in done)
+    return [r for r in done if r.seed == seed]
+
+
+def _profile(record: Record) -> dict | None:
+    path = Path(record.run_dir) / "profile.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def make_plot(plot: PlotSpec, sweep, records: list[Record], path: Path) -> list[Path]:
+    """Draw one plot of the report spec; returns the files written (empty when nothing to draw)."""
+    if plot.kind == "profiles":
+        panel_values = [None] if plot.panels is None else _choices(sweep, plot.panels)
+        panels = {}
+        for value in panel_values:
+            where = plot.where if value is None else {**plot.where, plot.panels: value}
+            results = {str(r.factors[plot.series]): p for r in _select(records, where, plot.seed)
+                       if (p := _profile(r)) is not None}
+            if results:
+                panels[f"{plot.panels} = {value}" if value is not None else sweep.study_name] = results
+        return plotting.plot_profile_panels(panels, path) if panels else []
+    if plot.kind == "metric_vs_factor":
+        series: dict[str, dict[float, list[float]]] = {}
+        unit = ""
+        for r in records:
+            if r.state != "COMPLETE" or plot.metric not in r.metrics or \
+                    not all(r.factors.get(k) == v for k, v in plot.where.items()):
+                continue
+            series.setdefault(str(r.factors[plot.series]), {}).setdefault(r.factors[plot.x], []).append(
+                r.metrics[plot.metric])
+            unit = unit or r.units.get(plot.metric, "")
+        if not series:
+            return []
+        ylabel = plot.ylabel or (f"{plot.metric} ({unit})" if unit else plot.metric)
+        return plotting.plot_metric_vs_factor(series, plot.xlabel or plot.x, ylabel, path)
+    runs = {str(r.factors[plot.series]): r.run_dir for r in _select(records, plot.where, plot.seed)
+            if (Path(r.run_dir) / "metrics.csv").is_file()}
+    if not runs:
+        return []
+    return plotting.plot_learning_curves(runs, plot.metric, path, ylabel=plot.ylabel, log=plot.log)
+
+
+def _choices(sweep, factor: str) -> list:
+    return list(next(f.choices for f in sweep.grid if f.name == factor))
+
+
+def default_plots(sweep) -> list[PlotSpec]:
+    if not sweep.grid:
+        return []
+    return [PlotSpec(name="learning_curves", kind="learning_curves", metric="val_loss", series=sweep.grid[0].name)]
+
+
+# ------------------------------------------------------------------------------------------- what was run
+def run_summary(sweep, study: optuna.Study, records: list[Record]) -> dict:
+    trials = [t for t in study.get_trials(deepcopy=False) if "factors" in t.user_attrs]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    busy = sum(float(t.user_attrs.get("duration_s", 0.0)) for t in trials)
+    hardware, commits = {}, set()
+    for record in records:
+        path = Path(record.run_dir) / "run.json" if record.run_dir else None
+        if path is None or not path.is_file():
+            continue
+        run = json.loads(path.read_text())
+        hardware[_describe_hardware(run)] = hardware.get(_describe_hardware(run), 0) + 1
+        if run.get("git_commit"):
+            commits.add(run["git_commit"][:12])
+    cells = len(sweep.cells())
+    states = [r.state for r in records]
+    return {
+        "study": sweep.study_name, "cells": cells, "complete": states.count("COMPLETE"),
+        "failed": states.count("FAIL"), "missing": cells - len(records),
+        "trial_time_min": round(busy / 60, 1),
+        "span_min": round((max(ends) - min(starts)).total_seconds() / 60, 1) if starts and ends else None,
+        "hardware": hardware, "commits": sorted(commits),
+    }
+
+
+def _describe_hardware(run: dict) -> str:
+    hw = run.get("hardware") or {}
+    accelerator = str(run.get("accelerator", "")).replace("Accelerator", "")
+    if hw.get("gpus"):
+        return f"{run.get('devices', 1)} × {hw['gpus'][0]} ({accelerator})"
+    if hw:
+        return f"{hw.get('cpu', '?')}, {hw.get('cpu_count', '?')} cores, {hw.get('torch_threads', '?')} torch " \
+               f"threads ({accelerator or 'CPU'})"
+    return f"{run.get('host', '?')} ({accelerator or '?'})"
+
+
+# ------------------------------------------------------------------------------------------- the report
+def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "tex", "html"),
+                 command: str | None = None) -> Report:
+    """Write ``out`` (index.md, tables/, plots/, records.json) for ``sweep``'s study; see the module doc."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"--format: unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    spec = report_spec_of(sweep)
+    records = records_from_study(study)
+    out = Path(out)
+    report = Report(name=sweep.study_name, out=out, title=spec.title or f"Sweep {sweep.study_name}")
+    work = out.with_name(f"{out.name}.tmp-{datetime.now():%H%M%S%f}")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tables").mkdir(parents=True)
+    try:
+        tables = spec.tables or default_tables(sweep, records)
+        sigmas = target_std_from_runs(records) if spec.target_std_from_runs else {}
+        for table_spec in tables:
+            table_spec = _rows_in_grid_order(table_spec, sweep)
+            if table_spec.name in spec.target_std_from_runs:
+                table_spec.target_std = sigmas
+            report.tables[table_spec.name] = table = build_table(table_spec, records)
+            for fmt in formats:
+                (work / "tables" / f"{table_spec.name}.{fmt}").write_text(RENDERERS[fmt](table), encoding="utf-8")
+        for plot in spec.plots or default_plots(sweep):
+            files = make_plot(plot, sweep, records, work / "plots" / plot.name)
+            if files:
+                report.plots[plot.name] = [f.relative_to(work) for f in files]
+            else:
+                report.warnings.append(f"plot {plot.name!r}: no finished run has what it needs yet")
+        report.findings = [check_finding(f, records) for f in spec.findings]
+        report.summary = run_summary(sweep, study, records)
+        (work / "records.json").write_text(json.dumps([asdict(r) for r in records], indent=1, default=str))
+        (work / "index.md").write_text(render_index(report, sweep, formats, command), encoding="utf-8")
+        _swap_in(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    old = out.with_name(f"{out.name}.tmp-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_command(sweep) -> str:
+    return f"eqbench sweep run {sweep.path}" + (f" --profile {sweep.profile}" if sweep.profile else "")
+
+
+def render_index(report: Report, sweep, formats, command: str | None) -> str:
+    s = report.summary
+    lines = [f"# {report.title}", ""]
+    description = " ".join((sweep.description or "").split())
+    if description:
+        lines += [description, ""]
+    hardware = "; ".join(f"{desc} ({n} run{'s' if n != 1 else ''})" for desc, n in s["hardware"].items()) or "—"
+    wall = f"{s['trial_time_min']} min of trials" + (f", {s['span_min']} min from first start to last end"
+                                                     if s["span_min"] is not None else "")
+    lines += ["## What was run", "",
+              f"- Sweep: `{sweep_command(sweep)}` — spec [`{sweep.path}`]({_relative_link(sweep.path, report.out)}), "
+              f"profile `{sweep.profile or '(none: paper scale)'}`, study `{s['study']}`",
+              f"- Cells: {s['cells']} ({s['complete']} complete, {s['failed']} failed, {s['missing']} not run)",
+              f"- Hardware: {hardware}",
+              f"- Wall time: {wall}",
+              f"- eqbench commit of the runs: {', '.join(f'`{c}`' for c in s['commits']) or '—'}",
+              f"- Report: `{command or f'eqbench report {sweep.path}'}` on {datetime.now():%Y-%m-%d}", ""]
+    if report.findings:
+        lines += ["## Findings", "", "Each claim of the paper, checked on this sweep's means over seeds:", ""]
+        for result in report.findings:
+            lines.append(f"- {result.finding.claim} — **{result.verdict}**: {result.detail}")
+        lines.append("")
+    for name, table in report.tables.items():
+        links = " · ".join(f"[{fmt}](tables/{name}.{fmt})" for fmt in formats if fmt != "md")
+        lines += [f"## Table: {name}", "", to_markdown(table).rstrip(), ""]
+        if links:
+            lines += [f"Also as {links}.", ""]
+    for name, files in report.plots.items():
+        png = next((f for f in files if f.suffix == ".png"), files[0])
+        lines += [f"## Plot: {name}", "", f"![{name}]({png.as_posix()})", ""]
+    for warning in report.warnings:
+        lines += [f"_{warning}_  "]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _relative_link(path: Path, out: Path) -> str:
+    import os
+
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(path).as_posix()
+
+
+def print_report(report: Report, stream=None) -> None:
+    stream = stream or sys.stdout
+    for name, table in report.tables.items():
+        print(f"\n{name}\n" + to_markdown(table), file=stream)
+    for result in report.findings:
+        print(f"- {result.finding.claim}: {result.verdict} ({result.detail})", file=stream)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=stream)
+    print(f"\nreport: {report.index}", file=stream)

@@ -1,0 +1,225 @@
+"""`eqbench report`: a synthetic sweep (study + run directories) → exact tables, index.md, plots,
+findings, and W&B logging that can never fail the report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState, create_trial
+
+from eqbench.cli import main
+from eqbench.errors import ConfigError
+from eqbench.report.build import build_report, check_finding
+from eqbench.report.spec import Finding
+from eqbench.report.tables import Record
+from eqbench.sweep.spec import load_spec
+from eqbench.sweep.study import default_storage_url, open_storage, open_study
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+
+SPEC = {
+    "name": "synthetic",
+    "description": "A synthetic ablation for the report tests.",
+    "base": str(ROOT / "configs" / "quickstart.yaml"),
+    "grid": {"variant": {"full": {}, "ablated": {"model.lr": 2.0e-3}, "broken": {"model.lr": 3.0e-3},
+                         "never": {"model.lr": 4.0e-3}}},
+    "seeds": [0, 1],
+    "objective": {"metric": "val_forces_mae", "direction": "minimize"},
+    "match_params": {"factor": "variant", "reference": "full", "width": "n_features"},
+    "report": {
+        "title": "Synthetic ablation report",
+        "tables": [{
+            "name": "ablation", "rows": "variant", "caption": "Synthetic ablation",
+            "columns": [
+                {"label": "Parameters", "kind": "parameters"}, {"label": "F", "kind": "width"},
+                {"label": "energy MAE", "metric": "test_energy_mae"},
+                {"label": "force MAE", "metric": "test_forces_mae"},
+                {"label": "paper energy MAE", "kind": "paper", "source": "painn_tab4", "key": "energy_mae",
+                 "row_map": {"ablated": "no_vector_features"}}]}],
+        "plots": [{"name": "profiles", "kind": "profiles", "series": "variant", "seed": 0},
+                  {"name": "curves", "kind": "learning_curves", "metric": "val_forces_mae", "series": "variant"}],
+        "findings": [{"claim": "the full model beats the ablated one", "metric": "test_forces_mae",
+                      "factor": "variant", "order": ["full", "ablated"]}],
+    },
+}
+
+# (variant, seed, state, energy MAE, force MAE, parameters, width, failure)
+TRIALS = [("full", 0, "COMPLETE", 0.20, 0.40, 1000, 64, None),
+          ("full", 1, "COMPLETE", 0.30, 0.60, 1000, 64, None),
+          ("ablated", 0, "COMPLETE", 0.50, 1.00, 1010, 80, None),
+          ("ablated", 1, "FAIL", None, None, None, None, ("nan", "non-finite training loss")),
+          ("broken", 0, "FAIL", None, None, None, None, ("oom", "CUDA out of memory")),
+          ("broken", 1, "FAIL", None, None, None, None, ("oom", "CUDA out of memory"))]
+
+
+def write_run(run_dir: Path, energy: float, forces: float, n_parameters: int) -> None:
+    run_dir.mkdir(parents=True)
+    units = {"energy_mae": "kcal/mol", "forces_mae": "kcal/mol/Å"}
+    (run_dir / "metrics.json").write_text(json.dumps({
+        "n_parameters": n_parameters,
+        "test": {"energy_mae": {"value": energy, "unit": units["energy_mae"]},
+                 "forces_mae": {"value": forces, "unit": units["forces_mae"]}}}))
+    (run_dir / "run.json").write_text(json.dumps({
+        "git_commit": "0123456789abcdef", "accelerator": "CPUAccelerator", "devices": 1,
+        "hardware": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2}}))
+    angle = [0.0, 90.0, 180.0, 270.0]
+    reference = [0.0, 0.5, 1.0, 0.5]
+    prediction = [r * (1 - forces) for r in reference]
+    (run_dir / "profile.json").write_text(json.dumps({
+        "angle_key": "theta", "angle_unit": "deg", "energy_unit": "kcal/mol", "angle_period": 360.0,
+        "mae": forces, "r2": 1 - forces,
+        "groups": {"all": {"angle": angle, "reference": reference, "prediction": prediction, "mae": forces,
+                           "r2": 1 - forces}}}))
+    (run_dir / "metrics.csv").write_text(
+        "epoch,step,val_forces_mae,val_loss_smoothed\n" + "".join(
+            f"{epoch},{10 * epoch},{forces * (3 - epoch)},{1.0}\n" for epoch in range(3)))
+
+
+def synthetic_sweep(tmp_path: Path):
+    """The spec, written to tmp_path, and its study in the default SQLite place under tmp_path/runs."""
+    spec_path = tmp_path / "synthetic.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC, sort_keys=False))
+    spec = load_spec(spec_path)
+    runs = tmp_path / "runs"
+    study = open_study(spec, open_storage(default_storage_url(spec, runs), heartbeat=None))
+    for number, (variant, seed, state, energy, forces, params, width, failure) in enumerate(TRIALS):
+        run_dir = runs / spec.study_name / f"{number:04d}-variant={variant}-seed={seed}"
+        attrs = {"run_dir": str(run_dir), "factors": {"variant": variant}, "seed": seed,
+                 "cell": f"variant={variant}|seed={seed}", "duration_s": 60.0}
+        if state == "COMPLETE":
+            write_run(run_dir, energy, forces, params)
+            attrs.update(matched_width=width, n_params=params)
+        else:
+            attrs.update(fail_kind=failure[0], fail_reason=failure[1])
+        study.add_trial(create_trial(state=TrialState[state], value=forces, user_attrs=attrs,
+                                     params={}, distributions={}))
+    return spec_path, spec, study, runs
+
+
+def test_report_tables_match_hand_written_golden_files(tmp_path):
+    _, spec, study, _ = synthetic_sweep(tmp_path)
+    report = build_report(spec, study, tmp_path / "report", formats=("md", "tex", "html"))
+    assert (report.out / "tables" / "ablation.md").read_text() == (GOLDEN / "ablation.md").read_text()
+    assert (report.out / "tables" / "ablation.tex").read_text() == (GOLDEN / "ablation.tex").read_text()
+    html = (report.out / "tables" / "ablation.html").read_text()
+    assert "<td><b>0.250 ± 0.071</b></td>" in html and "<td>FAIL</td>" in html
+
+
+def test_index_says_what_was_run_and_embeds_tables_and_plots(tmp_path):
+    _, spec, study, _ = synthetic_sweep(tmp_path)
+    report = build_report(spec, study, tmp_path / "report", formats=("md", "tex"), command="eqbench report x")
+    index = report.index.read_text()
+    assert index.startswith("# Synthetic ablation report\n")
+    assert "- Cells: 8 (3 complete, 3 failed, 2 not run)" in index
+    assert "- Hardware: Test CPU, 2 cores, 2 torch threads (CPU) (3 runs)" in index
+    assert "- Wall time: 6.0 min of trials" in index  # 6 trials × 60 s
+    assert "`0123456789ab`" in index and "`eqbench report x`" in index
+    assert (GOLDEN / "ablation.md").read_text().splitlines()[2] in index  # the table itself
+    assert "[tex](tables/ablation.tex)" in index and "tables/ablation.html" not in index
+    for name in ("profiles", "curves"):
+        assert f"![{name}](plots/{name}.png)" in index
+        assert (report.out / "plots" / f"{name}.png").stat().st_size > 1000
+        assert (report.out / "plots" / f"{name}.svg").is_file()
+    assert "the full model beats the ablated one — **holds**" in index
+    records = json.loads((report.out / "records.json").read_text())
+    assert sorted((r["factors"]["variant"], r["seed"], r["state"]) for r in records) == [
+        ("ablated", 0, "COMPLETE"), ("ablated", 1, "FAIL"), ("broken", 0, "FAIL"), ("broken", 1, "FAIL"),
+        ("full", 0, "COMPLETE"), ("full", 1, "COMPLETE")]
+    assert not list(tmp_path.glob("report.tmp-*"))  # built aside and swapped in
+
+
+def test_report_is_rebuilt_whole(tmp_path):
+    _, spec, study, _ = synthetic_sweep(tmp_path)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "stale.md").write_text("from an older report")
+    build_report(spec, study, out, formats=("md",))
+    assert not (out / "stale.md").exists() and (out / "index.md").is_file()
+
+
+def record(value, seed, metric="m"):
+    return Record({"model": value[0]}, seed, "COMPLETE", {metric: value[1]}, {metric: "eV"})
+
+
+def test_findings_on_hand_computed_means():
+    beyond = [record(("a", 1.0), 0), record(("a", 1.2), 1), record(("b", 2.0), 0), record(("b", 2.2), 1)]
+    result = check_finding(Finding("a beats b", "m", "model", ("a", "b")), beyond)
+    assert result.verdict == "holds" and "beyond the seed spread" in result.detail
+    assert "a: 1.1 ± 0.14 (n = 2) < b: 2.1 ± 0.14 (n = 2) — m (eV)" in result.detail
+    within = [record(("a", 1.0), 0), record(("a", 1.2), 1), record(("b", 1.2), 0), record(("b", 1.4), 1)]
+    # |1.1 - 1.3| = 0.2 < 0.141 + 0.141
+    assert "within the seed spread" in check_finding(Finding("x", "m", "model", ("a", "b")), within).detail
+    assert check_finding(Finding("x", "m", "model", ("b", "a")), beyond).verdict == "does not hold"
+    assert check_finding(Finding("x", "m", "model", ("a", "b"), better="max"), beyond).verdict == "does not hold"
+    undecided = check_finding(Finding("x", "m", "model", ("a", "c")), beyond)
+    assert undecided.verdict == "undecided" and "model = c" in undecided.detail
+
+
+def test_report_section_errors_name_the_file_and_key(tmp_path):
+    bad = {**SPEC, "report": {"tables": [{"name": "t", "rows": "model", "columns": [{"label": "x", "metric": "m"}]}]}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: report\.tables\[0\]\.rows: 'model' is not a factor"):
+        load_spec(path)
+    bad["report"] = {"plots": [{"name": "p", "kind": "histogram"}]}
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"report\.plots\[0\]\.kind must be one of"):
+        load_spec(path)
+
+
+def test_cli_report_prints_the_table_and_the_index_path(tmp_path, capsys):
+    spec_path, _, _, runs = synthetic_sweep(tmp_path)
+    out = tmp_path / "reports" / "synthetic"
+    assert main(["report", str(spec_path), "--runs-dir", str(runs), "--out", str(out), "--wandb", "disabled",
+                 "--format", "md"]) == 0
+    printed = capsys.readouterr().out
+    assert "| full | 1,000 | 64 | **0.250 ± 0.071** |" in printed
+    assert printed.rstrip().endswith(f"report: {out / 'index.md'}")
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["ablation.md"]
+
+
+def test_cli_report_without_a_study_says_how_to_start_it(tmp_path, capsys):
+    spec_path = tmp_path / "synthetic.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC))
+    assert main(["report", str(spec_path), "--runs-dir", str(tmp_path / "runs"), "--wandb", "disabled"]) == 2
+    assert "run the sweep first: eqbench sweep run" in capsys.readouterr().err
+
+
+def test_wandb_offline_report_run_holds_the_tables_and_plots(tmp_path):
+    # A fresh interpreter, as the command has: wandb keeps per-process settings from earlier tests.
+    spec_path, _, _, runs = synthetic_sweep(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"} | {"WANDB_SILENT": "true"}
+    result = subprocess.run([sys.executable, "-m", "eqbench.cli", "report", str(spec_path), "--runs-dir", str(runs),
+                             "--out", str(tmp_path / "out"), "--wandb", "offline"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wandb_dir = runs / "synthetic" / "report" / "wandb"
+    (table_file,) = wandb_dir.glob("offline-run-*/files/media/table/table/ablation_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"][:4] == ["variant", "Parameters", "Parameters std", "Parameters text"]
+    full = next(row for row in table["data"] if row[0] == "full")
+    assert full[table["columns"].index("energy MAE (kcal/mol)")] == pytest.approx(0.25)
+    assert full[table["columns"].index("energy MAE (kcal/mol) text")] == "0.250 ± 0.071"
+    assert len(list(wandb_dir.glob("offline-run-*/files/media/images/plot/*.png"))) == 2
+    (log,) = wandb_dir.glob("offline-run-*/run-*.wandb")
+    assert b"report-synthetic" in log.read_bytes() and b"synthetic" in log.read_bytes()
+
+
+def test_wandb_that_fails_to_start_leaves_a_complete_report(tmp_path, monkeypatch):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("W&B backend unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    spec_path, _, _, runs = synthetic_sweep(tmp_path)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="W&B logging of report 'synthetic' failed.*unreachable.*is complete"):
+        assert main(["report", str(spec_path), "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert (out / "index.md").is_file() and (out / "tables" / "ablation.md").is_file()
