@@ -22,11 +22,11 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The quickstart ablation sweep (SchNet vs PaiNN vs PaiNN without vector features, parameter-matched,
-# 2 seeds, ~5 minutes on 2 cores); resumes where it stopped when run again.
+# 2 seeds, ~5 minutes on 2 cores; resumes where it stopped when run again), then its report:
+# reports/quickstart/index.md with the table (printed here), the profile plot and the learning curves.
 demo: $(STAMP)
 	$(BIN)/eqbench sweep run sweeps/quickstart.yaml --workers 2
-	$(BIN)/eqbench sweep status sweeps/quickstart.yaml
-	@echo "Runs (metrics.json, profile.png per trial): runs/sweeps/quickstart/"
+	$(BIN)/eqbench report sweeps/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

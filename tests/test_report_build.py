@@ -34,6 +34,7 @@ SPEC = {
     "match_params": {"factor": "variant", "reference": "full", "width": "n_features"},
     "report": {
         "title": "Synthetic ablation report",
+        "notes": "Written by the spec's author.",
         "tables": [{
             "name": "ablation", "rows": "variant", "caption": "Synthetic ablation",
             "columns": [
@@ -117,7 +118,7 @@ def test_index_says_what_was_run_and_embeds_tables_and_plots(tmp_path):
     index = report.index.read_text()
     assert index.startswith("# Synthetic ablation report\n")
     assert "- Cells: 8 (3 complete, 3 failed, 2 not run)" in index
-    assert "- Hardware: Test CPU, 2 cores, 2 torch threads (CPU) (3 runs)" in index
+    assert "- Hardware: Test CPU, 2 cores, torch threads per run: 2 (CPU) (3 runs)" in index
     assert "- Wall time: 6.0 min of trials" in index  # 6 trials × 60 s
     assert "`0123456789ab`" in index and "`eqbench report x`" in index
     assert (GOLDEN / "ablation.md").read_text().splitlines()[2] in index  # the table itself
@@ -127,6 +128,7 @@ def test_index_says_what_was_run_and_embeds_tables_and_plots(tmp_path):
         assert (report.out / "plots" / f"{name}.png").stat().st_size > 1000
         assert (report.out / "plots" / f"{name}.svg").is_file()
     assert "the full model beats the ablated one — **holds**" in index
+    assert "## Notes\n\nWritten by the spec's author.\n" in index
     records = json.loads((report.out / "records.json").read_text())
     assert sorted((r["factors"]["variant"], r["seed"], r["state"]) for r in records) == [
         ("ablated", 0, "COMPLETE"), ("ablated", 1, "FAIL"), ("broken", 0, "FAIL"), ("broken", 1, "FAIL"),

@@ -156,7 +156,7 @@ def make_plot(plot: PlotSpec, sweep, records: list[Record], path: Path) -> list[
         panels = {}
         for value in panel_values:
             where = plot.where if value is None else {**plot.where, plot.panels: value}
-            results = {str(r.factors[plot.series]): p for r in _select(records, where, plot.seed)
+            results = {_label(plot, r): p for r in _select(records, where, plot.seed)
                        if (p := _profile(r)) is not None}
             if results:
                 panels[f"{plot.panels} = {value}" if value is not None else sweep.study_name] = results
@@ -168,18 +168,23 @@ def make_plot(plot: PlotSpec, sweep, records: list[Record], path: Path) -> list[
             if r.state != "COMPLETE" or plot.metric not in r.metrics or \
                     not all(r.factors.get(k) == v for k, v in plot.where.items()):
                 continue
-            series.setdefault(str(r.factors[plot.series]), {}).setdefault(r.factors[plot.x], []).append(
+            series.setdefault(_label(plot, r), {}).setdefault(r.factors[plot.x], []).append(
                 r.metrics[plot.metric])
             unit = unit or r.units.get(plot.metric, "")
         if not series:
             return []
         ylabel = plot.ylabel or (f"{plot.metric} ({unit})" if unit else plot.metric)
         return plotting.plot_metric_vs_factor(series, plot.xlabel or plot.x, ylabel, path)
-    runs = {str(r.factors[plot.series]): r.run_dir for r in _select(records, plot.where, plot.seed)
+    runs = {_label(plot, r): r.run_dir for r in _select(records, plot.where, plot.seed)
             if (Path(r.run_dir) / "metrics.csv").is_file()}
     if not runs:
         return []
     return plotting.plot_learning_curves(runs, plot.metric, path, ylabel=plot.ylabel, log=plot.log)
+
+
+def _label(plot: PlotSpec, record: Record) -> str:
+    value = record.factors[plot.series]
+    return str(plot.labels.get(value, value))
 
 
 def _choices(sweep, factor: str) -> list:
@@ -224,8 +229,8 @@ def _describe_hardware(run: dict) -> str:
     if hw.get("gpus"):
         return f"{run.get('devices', 1)} × {hw['gpus'][0]} ({accelerator})"
     if hw:
-        return f"{hw.get('cpu', '?')}, {hw.get('cpu_count', '?')} cores, {hw.get('torch_threads', '?')} torch " \
-               f"threads ({accelerator or 'CPU'})"
+        return f"{hw.get('cpu', '?')}, {hw.get('cpu_count', '?')} cores, torch threads per run: " \
+               f"{hw.get('torch_threads', '?')} ({accelerator or 'CPU'})"
     return f"{run.get('host', '?')} ({accelerator or '?'})"
 
 
@@ -261,12 +266,24 @@ def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "te
                 report.warnings.append(f"plot {plot.name!r}: no finished run has what it needs yet")
         report.findings = [check_finding(f, records) for f in spec.findings]
         report.summary = run_summary(sweep, study, records)
-        (work / "records.json").write_text(json.dumps([asdict(r) for r in records], indent=1, default=str))
-        (work / "index.md").write_text(render_index(report, sweep, formats, command), encoding="utf-8")
+        (work / "records.json").write_text(json.dumps([_portable(r) for r in records], indent=1, default=str))
+        (work / "index.md").write_text(render_index(report, sweep, formats, command, spec.notes), encoding="utf-8")
         _swap_in(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _portable(record: Record) -> dict:
+    # Run directories relative to the working directory where they lie under it, so that a committed
+    # report does not carry the machine's absolute paths.
+    data = asdict(record)
+    if record.run_dir:
+        try:
+            data["run_dir"] = Path(record.run_dir).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            pass
+    return data
 
 
 def _swap_in(work: Path, out: Path) -> None:
@@ -282,7 +299,7 @@ def sweep_command(sweep) -> str:
     return f"eqbench sweep run {sweep.path}" + (f" --profile {sweep.profile}" if sweep.profile else "")
 
 
-def render_index(report: Report, sweep, formats, command: str | None) -> str:
+def render_index(report: Report, sweep, formats, command: str | None, notes: str = "") -> str:
     s = report.summary
     lines = [f"# {report.title}", ""]
     description = " ".join((sweep.description or "").split())
@@ -291,9 +308,10 @@ def render_index(report: Report, sweep, formats, command: str | None) -> str:
     hardware = "; ".join(f"{desc} ({n} run{'s' if n != 1 else ''})" for desc, n in s["hardware"].items()) or "—"
     wall = f"{s['trial_time_min']} min of trials" + (f", {s['span_min']} min from first start to last end"
                                                      if s["span_min"] is not None else "")
+    profile = f"profile `{sweep.profile}`" if sweep.profile else "no profile"
     lines += ["## What was run", "",
               f"- Sweep: `{sweep_command(sweep)}` — spec [`{sweep.path}`]({_relative_link(sweep.path, report.out)}), "
-              f"profile `{sweep.profile or '(none: paper scale)'}`, study `{s['study']}`",
+              f"{profile}, study `{s['study']}`",
               f"- Cells: {s['cells']} ({s['complete']} complete, {s['failed']} failed, {s['missing']} not run)",
               f"- Hardware: {hardware}",
               f"- Wall time: {wall}",
@@ -304,6 +322,8 @@ def render_index(report: Report, sweep, formats, command: str | None) -> str:
         for result in report.findings:
             lines.append(f"- {result.finding.claim} — **{result.verdict}**: {result.detail}")
         lines.append("")
+    if notes:
+        lines += ["## Notes", "", notes, ""]
     for name, table in report.tables.items():
         links = " · ".join(f"[{fmt}](tables/{name}.{fmt})" for fmt in formats if fmt != "md")
         lines += [f"## Table: {name}", "", to_markdown(table).rstrip(), ""]

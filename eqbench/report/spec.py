@@ -5,6 +5,8 @@ Format (every key optional; without the section the report has one default table
 
     report:
       title: PaiNN ablation (Tab. 4)
+      notes: >                                # Markdown shown under the findings (scale, caveats)
+        ...
       tables:
         - name: tab4                          # file stem: tables/tab4.md|tex|html
           rows: variant                       # the factor whose values are the rows
@@ -24,7 +26,8 @@ Format (every key optional; without the section the report has one default table
           summary_rows: [std_mae, log_mae]    # DimeNet App. C, Eqs. 10-11; rows must be targets
           target_std: runs                    # σ per target from the runs' run.json (default), or a mapping
       plots:
-        - {name: profiles, kind: profiles, series: model, panels: cutoff, seed: 0}
+        - {name: profiles, kind: profiles, series: model, panels: cutoff, seed: 0,
+           labels: {painn: PaiNN, schnet: SchNet}}       # legend labels (default: the values)
         - {name: profile_mae, kind: metric_vs_factor, metric: profile_mae, x: cutoff, series: model}
         - {name: curves, kind: learning_curves, metric: val_forces_mae, series: variant, seed: 0}
       findings:                               # the paper's claims, checked on the means over seeds
@@ -46,14 +49,14 @@ from dataclasses import dataclass, field
 from eqbench.errors import ConfigError
 from eqbench.report.tables import ColumnSpec, TableSpec
 
-REPORT_KEYS = {"title", "tables", "plots", "findings"}
+REPORT_KEYS = {"title", "notes", "tables", "plots", "findings"}
 TABLE_KEYS = {"name", "rows", "row_order", "row_labels", "bold", "caption", "columns", "summary_rows", "target_std"}
 COLUMN_KEYS = {"label", "kind", "metric", "where", "a", "b", "relative_to", "better", "decimals", "source", "key",
                "row_map"}
 COLUMN_KINDS = ("metric", "parameters", "width", "delta", "relative", "paper")
-PLOT_KINDS = {"profiles": {"name", "kind", "series", "panels", "where", "seed"},
-              "metric_vs_factor": {"name", "kind", "metric", "x", "series", "where", "xlabel", "ylabel"},
-              "learning_curves": {"name", "kind", "metric", "series", "where", "seed", "ylabel", "log"}}
+PLOT_KINDS = {"profiles": {"name", "kind", "series", "labels", "panels", "where", "seed"},
+              "metric_vs_factor": {"name", "kind", "metric", "x", "series", "labels", "where", "xlabel", "ylabel"},
+              "learning_curves": {"name", "kind", "metric", "series", "labels", "where", "seed", "ylabel", "log"}}
 FINDING_KEYS = {"claim", "metric", "factor", "order", "better", "where"}
 
 
@@ -62,6 +65,7 @@ class PlotSpec:
     name: str
     kind: str  # profiles | metric_vs_factor | learning_curves
     series: str | None = None  # factor: one line per value
+    labels: dict = field(default_factory=dict)  # series value -> legend label
     metric: str | None = None
     x: str | None = None  # metric_vs_factor: the factor on the x axis
     panels: str | None = None  # profiles: one figure per value of this factor
@@ -85,6 +89,7 @@ class Finding:
 @dataclass
 class ReportSpec:
     title: str = ""
+    notes: str = ""
     tables: list[TableSpec] = field(default_factory=list)
     target_std_from_runs: set[str] = field(default_factory=set)  # tables whose σ come from run.json
     plots: list[PlotSpec] = field(default_factory=list)
@@ -120,7 +125,7 @@ def parse_report(raw, where: str, factors: set[str]) -> ReportSpec:
         return ReportSpec()
     where = f"{where}: report"
     _check_keys(raw, REPORT_KEYS, where)
-    report = ReportSpec(title=str(raw.get("title") or ""))
+    report = ReportSpec(title=str(raw.get("title") or ""), notes=str(raw.get("notes") or "").strip())
     names = set()
     for i, body in enumerate(raw.get("tables") or []):
         table, from_runs = _parse_table(body, f"{where}.tables[{i}]", factors)
@@ -195,7 +200,9 @@ def _parse_plot(body, where: str, factors: set[str]) -> PlotSpec:
     for key in ("series", "x", "panels"):
         if body.get(key) is not None:
             _check_factor(body[key], factors, f"{where}.{key}")
-    return PlotSpec(name=str(body["name"]), kind=kind, series=body.get("series"), metric=body.get("metric"),
+    _require(isinstance(body.get("labels", {}), dict), f"{where}.labels must map series values to legend labels")
+    return PlotSpec(name=str(body["name"]), kind=kind, series=body.get("series"), labels=dict(body.get("labels") or {}),
+                    metric=body.get("metric"),
                     x=body.get("x"), panels=body.get("panels"), where=_check_where(body.get("where"), factors, where),
                     seed=body.get("seed"), xlabel=body.get("xlabel"), ylabel=body.get("ylabel"),
                     log=bool(body.get("log", True)))

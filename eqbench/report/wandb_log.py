@@ -39,7 +39,7 @@ def log_report(report: Report, mode: str = "offline", project: str = "eqbench", 
             Path(directory).mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=project, group=report.name, job_type="report", name=f"report-{report.name}",
                          dir=str(directory) if directory is not None else None, mode=mode,
-                         config=config or {}, tags=["report"])
+                         config=config or {}, tags=["report"], settings=wandb.Settings(silent=True))
         try:
             for name in report.tables:
                 columns, rows = table_rows(report, name)
@@ -51,6 +51,8 @@ def log_report(report: Report, mode: str = "offline", project: str = "eqbench", 
             for i, result in enumerate(report.findings):
                 run.summary[f"finding/{i}"] = f"{result.finding.claim}: {result.verdict} ({result.detail})"
             run.summary["report/index"] = str(report.index)
+            where = Path(run.dir).parent
+            print(f"W&B report run: {where}" + (f" (upload with `wandb sync {where}`)" if mode == "offline" else ""))
             return str(run.dir)
         finally:
             run.finish()
