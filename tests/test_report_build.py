@@ -225,3 +225,28 @@ def test_wandb_that_fails_to_start_leaves_a_complete_report(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match="W&B logging of report 'synthetic' failed.*unreachable.*is complete"):
         assert main(["report", str(spec_path), "--runs-dir", str(runs), "--out", str(out)]) == 0
     assert (out / "index.md").is_file() and (out / "tables" / "ablation.md").is_file()
+
+
+def test_dimenet_summary_rows_take_sigma_from_the_runs(tmp_path):
+    # DimeNet Tab. 1: rows are targets; std. MAE = mean(MAE/σ) (Eq. 10), logMAE = mean(log(MAE/σ)) (Eq. 11),
+    # with σ of each target from the runs' run.json. Here 0.5/2 and 1/4: std. MAE 25 %, logMAE ln 0.25.
+    spec_dict = {**SPEC, "name": "targets", "match_params": None,
+                 "grid": {"target": {"energy": {}, "gap": {"model.lr": 2.0e-3}}}, "seeds": [0],
+                 "report": {"tables": [{"name": "tab1", "rows": "target", "summary_rows": ["std_mae", "log_mae"],
+                                        "columns": [{"label": "SchNet", "metric": "test_{target}_mae"}]}]}}
+    del spec_dict["match_params"]
+    spec_path = tmp_path / "targets.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict))
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(default_storage_url(spec, tmp_path / "runs"), heartbeat=None))
+    for target, mae, sigma in (("energy", 0.5, 2.0), ("gap", 1.0, 4.0)):
+        run_dir = tmp_path / "runs" / target
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"test": {f"{target}_mae": {"value": mae, "unit": "eV"}}}))
+        (run_dir / "run.json").write_text(json.dumps({"data": {"target_std": {target: sigma}}}))
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=mae, params={}, distributions={}, user_attrs={
+            "run_dir": str(run_dir), "factors": {"target": target}, "seed": 0, "cell": f"target={target}|seed=0"}))
+    report = build_report(spec, study, tmp_path / "out", formats=("md",))
+    text = (report.out / "tables" / "tab1.md").read_text()
+    assert "| std. MAE (%) | 25.00 |" in text and "| logMAE | -1.39 |" in text
+    assert "| energy | **0.500** |" in text and "| gap | 1.000 |" in text
