@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
