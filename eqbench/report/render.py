@@ -49,7 +49,9 @@ def _rows(table: Table, pm: str):
 
 
 def seeds_caption(table: Table) -> str:
-    counts = sorted({c.expected for row in table.cells for c in row if c.expected})
+    # Metric columns only: a parameter count pooled over another factor (e.g. over cutoffs) is not a seed count.
+    metric = [j for j, column in enumerate(table.spec.columns) if column.kind == "metric"]
+    counts = sorted({row[j].expected for row in table.cells for j in metric if j < len(row) and row[j].expected})
     if not counts:
         return ""
     seeds = str(counts[-1]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
