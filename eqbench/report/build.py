@@ -32,7 +32,7 @@ FORMATS = tuple(RENDERERS)
 @dataclass
 class FindingResult:
     finding: Finding
-    verdict: str  # holds | does not hold | undecided
+    verdict: str  # holds | holds on the means only | holds, single seed | does not hold | undecided
     detail: str
 
 
@@ -106,8 +106,9 @@ def target_std_from_runs(records: list[Record]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------- findings
 def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
-    """Does each value in ``finding.order`` beat the next on the mean over seeds? A difference smaller
-    than the two standard deviations together is said to be within the seed spread."""
+    """Does each value in ``finding.order`` beat the next on the mean over seeds? It *holds* when every
+    gap is larger than the two standard deviations together, *holds on the means only* when some gap
+    is not, and *holds, single seed* when a value has one seed (no spread to judge by)."""
     stats, unit = [], ""
     for value in finding.order:
         mine = [r for r in records if r.state == "COMPLETE" and r.factors.get(finding.factor) == value
@@ -130,9 +131,11 @@ def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
         (f", {where}" if where else "")
     if not ok:
         return FindingResult(finding, "does not hold", detail)
-    spread = "beyond the seed spread" if clear else (
-        "single seed, no spread to judge by" if any(s[2] is None for s in stats) else "within the seed spread")
-    return FindingResult(finding, "holds", f"{detail} ({spread})")
+    if clear:
+        return FindingResult(finding, "holds", f"{detail} (beyond the seed spread)")
+    if any(s[2] is None for s in stats):
+        return FindingResult(finding, "holds, single seed", f"{detail} (one seed: no spread to judge by)")
+    return FindingResult(finding, "holds on the means only", f"{detail} (within the seed spread)")
 
 
 # ------------------------------------------------------------------------------------------- plots
