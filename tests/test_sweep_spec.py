@@ -36,6 +36,17 @@ def test_missing_base_is_named(tmp_path):
         load_spec(spec)
 
 
+def test_profile_merges_fixed_and_report_entries_and_replaces_the_rest(tmp_path):
+    spec = write_sweep(tmp_path, {"model": VARIANTS}, profiles={
+        "cpu": {"fixed": {"data.batch_size": 4}, "seeds": [7], "report": {"notes": "CPU scale."}}})
+    table = {"name": "t", "rows": "model", "columns": [{"label": "x", "kind": "parameters"}]}
+    edit(spec, report={"title": "T", "notes": "Paper scale.", "tables": [table]})
+    base, cpu = load_spec(spec), load_spec(spec, "cpu")
+    assert base.report["notes"] == "Paper scale." and base.seeds != [7]
+    assert cpu.report == {"title": "T", "notes": "CPU scale.", "tables": [table]} and cpu.seeds == [7]
+    assert cpu.fixed["data.batch_size"] == 4 and set(base.fixed) < set(cpu.fixed)
+
+
 def test_unknown_factor_key_is_named_with_a_suggestion(tmp_path):
     grid = {"model": {**VARIANTS, "painn_no_vectors": {"model.representation.class_path": PAINN,
                                                         "model.representation.init_args.vektor_features": False}}}

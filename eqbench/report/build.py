@@ -119,16 +119,16 @@ def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
         unit = unit or mine[0].units.get(finding.metric, "")
         mean, std = mean_std([r.metrics[finding.metric] for r in mine])
         stats.append((value, mean, std, len(mine)))
-    sign = ">" if finding.better == "max" else "<"
     ok, clear = True, True
-    for (_, m1, s1, _), (_, m2, s2, _) in zip(stats, stats[1:]):
-        ok &= m1 > m2 if finding.better == "max" else m1 < m2
-        clear &= s1 is not None and s2 is not None and abs(m1 - m2) > s1 + s2
     parts = [f"{value}: {mean:.4g}" + (f" ± {std:.2g}" if std is not None else "") + f" (n = {n})"
              for value, mean, std, n in stats]
+    text = parts[0]
+    for (_, m1, s1, _), (_, m2, s2, _), part in zip(stats, stats[1:], parts[1:]):
+        ok &= m1 > m2 if finding.better == "max" else m1 < m2
+        clear &= s1 is not None and s2 is not None and abs(m1 - m2) > s1 + s2
+        text += f" {'<' if m1 < m2 else '>' if m1 > m2 else '='} {part}"  # the relation as measured
     where = ", ".join(f"{k} = {v}" for k, v in finding.where.items())
-    detail = f" {sign} ".join(parts) + f" — {finding.metric}{f' ({unit})' if unit else ''}" + \
-        (f", {where}" if where else "")
+    detail = text + f" — {finding.metric}{f' ({unit})' if unit else ''}" + (f", {where}" if where else "")
     if not ok:
         return FindingResult(finding, "does not hold", detail)
     if clear:

@@ -26,8 +26,8 @@ def format_cell(cell: Cell, column: ColumnSpec, pm: str = "±") -> str:
         text = f"{cell.mean:+.{d}f}"
     elif column.kind == "relative":
         text = f"{100 * cell.mean:+.1f} %"
-    elif column.kind == "paper":
-        text = f"{cell.mean:g}"  # as published, with the paper's own digits
+    elif column.kind == "paper":  # with the column's decimals: YAML keeps 0.420 as 0.42
+        text = f"{round(cell.mean):,}" if float(cell.mean).is_integer() else f"{cell.mean:.{d}f}"
     else:
         text = f"{cell.mean:.{d}f}" + (f" {pm} {cell.std:.{d}f}" if cell.std is not None else "")
     if cell.status == "partial":

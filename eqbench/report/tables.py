@@ -53,7 +53,8 @@ class ColumnSpec:
     kind ``delta``: mean(a) − mean(b) of two metric columns (by label); kind ``relative``: that
     difference divided by mean(``relative_to``), default b (Miller et al.'s %E uses L0Net).
     kind ``paper``: the published value ``key`` of table ``source`` in paper_values.yaml for the row
-    (``row_map`` maps the sweep's row values to the paper's row names where they differ).
+    (``row_map`` maps the sweep's row values to the paper's row names where they differ), shown with
+    ``decimals`` (set it to the paper's own precision).
     """
 
     label: str

@@ -28,7 +28,8 @@ Format (every error names the file and the key and says what to do)::
       cpu: {fixed: {data.train_size: 500}, seeds: [0], budget: {max_epochs: 10}}
     report: {tables: [...], plots: [...], findings: [...]}   # what `eqbench report` makes (eqbench.report.spec)
 
-A profile's ``fixed`` entries are added to (and override) the spec's; its other keys replace the spec's.
+A profile's ``fixed`` and ``report`` entries are added to (and override) the spec's; its other keys replace
+the spec's.
 Each profile is its own study (``<name>-<profile>``), so CPU results never count as paper-scale ones.
 
 A **cell** is one unit of work that must end COMPLETE exactly once: a grid point × seed for a grid
@@ -216,14 +217,15 @@ def load_spec(path: str | Path, profile: str | None = None) -> SweepSpec:
 
 
 def apply_profile(raw: dict, overrides, where: str) -> dict:
-    """A profile's ``fixed`` entries are added to (and override) the spec's; its other keys replace the spec's."""
+    """A profile's ``fixed`` entries are added to (and override) the spec's, and so are its ``report``
+    entries (e.g. only ``notes``); its other keys replace the spec's."""
     _require(isinstance(overrides, dict), f"{where} must be a mapping of spec keys")
     _check_known(overrides, PROFILE_KEYS, where)
     merged = dict(raw)
     for key, value in overrides.items():
-        if key == "fixed":
-            _require(isinstance(value, dict), f"{where}.fixed must map dotted config keys to values")
-            merged["fixed"] = {**(raw.get("fixed") or {}), **value}
+        if key in ("fixed", "report"):
+            _require(isinstance(value, dict), f"{where}.{key} must be a mapping")
+            merged[key] = {**(raw.get(key) or {}), **value}
         else:
             merged[key] = value
     return merged
