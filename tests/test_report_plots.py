@@ -43,3 +43,13 @@ def test_learning_curve_skips_post_fit_evaluation_rows(tmp_path):
     assert epochs.tolist() == [0, 1] and values == pytest.approx(np.array([3.0, 2.0]))
     paths = plot_learning_curves({"a": run}, "val_energy_mae", tmp_path / "curves")
     assert all(p.is_file() for p in paths)
+
+
+def test_the_same_figure_gives_the_same_files(tmp_path):
+    # Committed reports should change only where the results do: fixed SVG ids, no date in the file.
+    series = {"PaiNN": {2.5: [0.1, 0.2], 4.0: [0.5, 0.6]}}
+    first = plot_metric_vs_factor(series, "r_cut (Å)", "R²", tmp_path / "a")
+    second = plot_metric_vs_factor(series, "r_cut (Å)", "R²", tmp_path / "b")
+    assert [p.suffix for p in first] == [".png", ".svg"]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes()

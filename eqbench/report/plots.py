@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -38,7 +39,10 @@ def save(fig: Figure, path: str | Path, formats=("png", "svg")) -> list[Path]:
     for fmt in formats:
         target = path.with_suffix("." + fmt)
         tmp = target.with_name(target.stem + ".tmp." + fmt)
-        fig.savefig(tmp, dpi=120)
+        # Fixed SVG ids and no date: the same figure gives the same file, so committed reports only
+        # change where the results do.
+        with matplotlib.rc_context({"svg.hashsalt": "eqbench"}):
+            fig.savefig(tmp, dpi=120, metadata={"Date": None} if fmt in ("svg", "pdf") else None)
         tmp.replace(target)
         out.append(target)
     return out
