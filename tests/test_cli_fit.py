@@ -2,10 +2,12 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from eqbench.cli import main
@@ -53,6 +55,9 @@ def test_run_directory_is_complete(trained_run):
     assert run["data"]["target_std"]["energy"] == pytest.approx(np.std(test_energies))
     assert "forces" not in run["data"]["target_std"]  # per-atom: not a DimeNet summary target
     assert "git_commit" in run and "torch" in run["packages"] and "lightning" in run["packages"]
+    assert run["hardware"]["cpu_count"] == os.cpu_count()
+    assert run["hardware"]["torch_threads"] == torch.get_num_threads()
+    assert run["hardware"]["cpu"] and "gpus" not in run["hardware"]  # a CPU run names no GPU
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["n_parameters"] > 1000
     for stage in ("val", "test"):

@@ -92,14 +92,17 @@ def _rows_in_grid_order(table: TableSpec, sweep) -> TableSpec:
     return table
 
 
-def target_std_from_runs(records: list[Record]) -> dict[str, float]:
+def run_infos(records: list[Record]) -> list[dict]:
+    """The run.json of each record's run directory (runs without one are skipped)."""
+    paths = [Path(r.run_dir) / "run.json" for r in records if r.run_dir]
+    return [json.loads(p.read_text()) for p in paths if p.is_file()]
+
+
+def target_std_from_runs(runs: list[dict]) -> dict[str, float]:
     """σ of each target over the test split, as each run's run.json records it (the mean over runs)."""
     values: dict[str, list[float]] = {}
-    for record in records:
-        path = Path(record.run_dir) / "run.json" if record.run_dir else None
-        if path is None or not path.is_file():
-            continue
-        for name, sigma in json.loads(path.read_text()).get("data", {}).get("target_std", {}).items():
+    for run in runs:
+        for name, sigma in run.get("data", {}).get("target_std", {}).items():
             values.setdefault(name, []).append(float(sigma))
     return {name: float(sum(v) / len(v)) for name, v in values.items()}
 
@@ -201,18 +204,15 @@ def default_plots(sweep) -> list[PlotSpec]:
 
 
 # ------------------------------------------------------------------------------------------- what was run
-def run_summary(sweep, study: optuna.Study, records: list[Record]) -> dict:
+def run_summary(sweep, study: optuna.Study, records: list[Record], runs: list[dict]) -> dict:
     trials = [t for t in study.get_trials(deepcopy=False) if "factors" in t.user_attrs]
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     busy = sum(float(t.user_attrs.get("duration_s", 0.0)) for t in trials)
     hardware, commits = {}, set()
-    for record in records:
-        path = Path(record.run_dir) / "run.json" if record.run_dir else None
-        if path is None or not path.is_file():
-            continue
-        run = json.loads(path.read_text())
-        hardware[_describe_hardware(run)] = hardware.get(_describe_hardware(run), 0) + 1
+    for run in runs:
+        described = _describe_hardware(run)
+        hardware[described] = hardware.get(described, 0) + 1
         if run.get("git_commit"):
             commits.add(run["git_commit"][:12])
     cells = len(sweep.cells())
@@ -253,7 +253,8 @@ def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "te
     (work / "tables").mkdir(parents=True)
     try:
         tables = spec.tables or default_tables(sweep, records)
-        sigmas = target_std_from_runs(records) if spec.target_std_from_runs else {}
+        runs = run_infos(records)
+        sigmas = target_std_from_runs(runs) if spec.target_std_from_runs else {}
         for table_spec in tables:
             table_spec = _rows_in_grid_order(table_spec, sweep)
             if table_spec.name in spec.target_std_from_runs:
@@ -268,7 +269,7 @@ def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "te
             else:
                 report.warnings.append(f"plot {plot.name!r}: no finished run has what it needs yet")
         report.findings = [check_finding(f, records) for f in spec.findings]
-        report.summary = run_summary(sweep, study, records)
+        report.summary = run_summary(sweep, study, records, runs)
         (work / "records.json").write_text(json.dumps([_portable(r) for r in records], indent=1, default=str))
         (work / "index.md").write_text(render_index(report, sweep, formats, command, spec.notes), encoding="utf-8")
         _swap_in(work, out)
