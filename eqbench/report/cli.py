@@ -28,21 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqbench.errors import ConfigError
     from eqbench.report.build import build_report, print_report
     from eqbench.report.wandb_log import log_report
-    from eqbench.sweep.cli import _storage_from_env
     from eqbench.sweep.spec import load_spec
-    from eqbench.sweep.study import default_storage_url, open_storage, open_study
+    from eqbench.sweep.study import open_existing_study, resolve_storage_url
 
     spec = load_spec(args.spec, args.profile)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    storage_url = args.storage or _storage_from_env() or default_storage_url(spec, Path(args.runs_dir))
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"no study {spec.study_name!r} yet ({storage_url[len('sqlite:///'):]} does not exist); "
-                          f"run the sweep first: eqbench sweep run {spec.path}"
-                          + (f" --profile {spec.profile}" if spec.profile else ""))
-    study = open_study(spec, open_storage(storage_url, heartbeat=None), create=False)
+    study = open_existing_study(spec, resolve_storage_url(spec, args.storage, args.runs_dir))
     out = Path(args.out) if args.out else Path(DEFAULT_REPORTS_DIR) / spec.study_name
     command = "eqbench report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["report"] \
         else f"eqbench report {spec.path}" + (f" --profile {spec.profile}" if spec.profile else "")

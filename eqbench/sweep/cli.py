@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from eqbench.cli import parse_key_values
 
@@ -51,10 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eqbench.sweep.spec import load_spec
-    from eqbench.sweep.study import default_storage_url
+    from eqbench.sweep.study import resolve_storage_url
 
     spec = load_spec(args.spec, args.profile)
-    storage_url = args.storage or _storage_from_env() or default_storage_url(spec, Path(args.runs_dir))
+    storage_url = resolve_storage_url(spec, args.storage, args.runs_dir)
     if args.command == "run":
         try:
             return _run(spec, storage_url, args)
@@ -65,12 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "status":
         return _status(spec, storage_url, args)
     return _worker(spec, storage_url, args)
-
-
-def _storage_from_env() -> str | None:
-    from eqbench.sweep.launchers import STORAGE_ENV
-
-    return os.environ.get(STORAGE_ENV) or None
 
 
 def _run(spec, storage_url: str, args) -> int:
@@ -101,16 +94,10 @@ def _run(spec, storage_url: str, args) -> int:
 
 
 def _status(spec, storage_url: str, args) -> int:
-    from eqbench.errors import ConfigError
     from eqbench.sweep.status import print_status
-    from eqbench.sweep.study import open_storage, open_study
+    from eqbench.sweep.study import open_existing_study
 
-    database = Path(storage_url[len("sqlite:///"):]) if storage_url.startswith("sqlite:///") else None
-    if database is not None and not database.is_file():  # status must not create an empty database
-        raise ConfigError(f"no study {spec.study_name!r} yet ({database} does not exist); start it with "
-                          f"`eqbench sweep run {spec.path}`" + (f" --profile {spec.profile}" if spec.profile else ""))
-    study = open_study(spec, open_storage(storage_url, heartbeat=None), create=False)
-    print_status(spec, study, plain=True if args.plain else None)
+    print_status(spec, open_existing_study(spec, storage_url), plain=True if args.plain else None)
     return 0
 
 

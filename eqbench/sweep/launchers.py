@@ -20,8 +20,7 @@ from pathlib import Path
 
 from eqbench.errors import ConfigError
 from eqbench.sweep.spec import SweepSpec
-
-STORAGE_ENV = "EQBENCH_SWEEP_STORAGE"  # a storage URL with a password travels here, not on command lines
+from eqbench.sweep.study import STORAGE_ENV
 
 
 def visible_gpus() -> list[str]:

@@ -27,6 +27,7 @@ PostgreSQL (``--storage postgresql://...``) for workers on several machines.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -42,9 +43,26 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 TRIAL_FAULTS = ("error", "nan", "oom", "timeout", "killed", "config")
 
 
+STORAGE_ENV = "EQBENCH_SWEEP_STORAGE"  # a storage URL with a password travels here, not on command lines
+
+
 def default_storage_url(spec: SweepSpec, runs_dir: Path) -> str:
     """SQLite beside the sweep's run directories: ``<runs_dir>/<study>/study.db``."""
     return f"sqlite:///{(Path(runs_dir) / spec.study_name / 'study.db').resolve()}"
+
+
+def resolve_storage_url(spec: SweepSpec, storage: str | None, runs_dir: str | Path) -> str:
+    """``--storage``, else ``$EQBENCH_SWEEP_STORAGE``, else SQLite beside the runs."""
+    return storage or os.environ.get(STORAGE_ENV) or default_storage_url(spec, Path(runs_dir))
+
+
+def open_existing_study(spec: SweepSpec, storage_url: str) -> optuna.Study:
+    """The sweep's study for reading (status, reports); never creates an empty SQLite database."""
+    database = Path(storage_url[len("sqlite:///"):]) if storage_url.startswith("sqlite:///") else None
+    if database is not None and not database.is_file():
+        raise ConfigError(f"no study {spec.study_name!r} yet ({database} does not exist); run the sweep first: "
+                          f"eqbench sweep run {spec.path}" + (f" --profile {spec.profile}" if spec.profile else ""))
+    return open_study(spec, open_storage(storage_url, heartbeat=None), create=False)
 
 
 def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.RDBStorage:
