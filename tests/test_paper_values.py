@@ -59,5 +59,5 @@ def test_paper_column_renders_published_values_and_marks_missing_rows():
                    row_map={"no_vectors": "no_vector_features"})])
     text = to_markdown(build_table(spec, records))
     assert re.search(r"\| full \| \*\*0\.300\*\* \| 0\.159 \|", text)
-    assert "| no_vectors | 0.800 | 0.449 |" in text and "| extra | 0.500 | — |" in text
+    assert "| no_vectors | 0.800 | 0.449 |" in text and "| extra | 0.500 | n/a |" in text
     assert "paper (kcal/mol)" in text

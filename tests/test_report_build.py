@@ -192,6 +192,9 @@ def test_cli_report_without_a_study_says_how_to_start_it(tmp_path, capsys):
     spec_path.write_text(yaml.safe_dump(SPEC))
     assert main(["report", str(spec_path), "--runs-dir", str(tmp_path / "runs"), "--wandb", "disabled"]) == 2
     assert "run the sweep first: eqbench sweep run" in capsys.readouterr().err
+    assert main(["sweep", "status", str(spec_path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "run the sweep first: eqbench sweep run" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "synthetic" / "study.db").exists()  # reading never creates a database
 
 
 def test_wandb_offline_report_run_holds_the_tables_and_plots(tmp_path):
@@ -251,3 +254,44 @@ def test_dimenet_summary_rows_take_sigma_from_the_runs(tmp_path):
     text = (report.out / "tables" / "tab1.md").read_text()
     assert "| std. MAE (%) | 25.00 |" in text and "| logMAE | -1.39 |" in text
     assert "| energy | **0.500** |" in text and "| gap | 1.000 |" in text
+
+
+def test_default_table_and_two_factor_plots(tmp_path):
+    # Without report.tables: rows = the first factor; parameters, width, then objective and test MAEs once
+    # per value of the other factor. Plots with panels (one per cutoff) and a metric against a factor.
+    spec_dict = {**SPEC, "name": "two", "grid": {"variant": {"full": {}, "ablated": {"model.lr": 2.0e-3}},
+                                                 "cutoff": {"key": "model.representation.init_args.cutoff",
+                                                            "values": [2.5, 4.0]}}, "seeds": [0],
+                 "report": {"plots": [
+                     {"name": "profiles", "kind": "profiles", "series": "variant", "panels": "cutoff"},
+                     {"name": "mae", "kind": "metric_vs_factor", "metric": "test_forces_mae", "x": "cutoff",
+                      "series": "variant", "labels": {"full": "PaiNN"}}]}}
+    spec_path = tmp_path / "two.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))  # the first factor gives the rows
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(default_storage_url(spec, tmp_path / "runs"), heartbeat=None))
+    values = {("full", 2.5): 0.4, ("full", 4.0): 0.3, ("ablated", 2.5): 0.8}  # (ablated, 4.0) never ran
+    for (variant, cutoff), forces in values.items():
+        run_dir = tmp_path / "runs" / f"{variant}-{cutoff}"
+        write_run(run_dir, forces / 2, forces, 1000)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=forces, params={}, distributions={}, user_attrs={
+            "run_dir": str(run_dir), "factors": {"variant": variant, "cutoff": cutoff}, "seed": 0,
+            "cell": f"variant={variant}|cutoff={cutoff}|seed=0", "matched_width": 64}))
+    report = build_report(spec, study, tmp_path / "out", formats=("md",))
+    (table,) = report.tables.values()
+    assert table.spec.name == "results" and table.row_keys == ["full", "ablated"]
+    assert table.headers == [
+        "Parameters", "n_features",
+        "val_forces_mae [cutoff = 2.5]", "test_energy_mae [cutoff = 2.5] (kcal/mol)",
+        "test_forces_mae [cutoff = 2.5] (kcal/mol/Å)",
+        "val_forces_mae [cutoff = 4.0]", "test_energy_mae [cutoff = 4.0] (kcal/mol)",
+        "test_forces_mae [cutoff = 4.0] (kcal/mol/Å)"]
+    text = (report.out / "tables" / "results.md").read_text()
+    # no validation metric in these runs' metrics.json: n/a (ran, not recorded), not FAIL or —
+    # bold marks the best of a column only where there is something to compare (4.0 Å has one value)
+    assert "| full | 1,000 | 64 | n/a | **0.200** | **0.400** | n/a | 0.150 | 0.300 |" in text
+    assert "| ablated | 1,000 | 64 | n/a | 0.400 | 0.800 | — | — | — |" in text  # (ablated, 4.0) never ran
+    assert "FAIL" not in text
+    assert sorted(report.plots) == ["mae", "profiles"]
+    assert (report.out / "plots" / "profiles.png").stat().st_size > 1000
+    assert (report.out / "plots" / "mae.svg").is_file()

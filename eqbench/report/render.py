@@ -1,7 +1,8 @@
 """Render a :class:`~eqbench.report.tables.Table` as Markdown (GitHub), LaTeX (booktabs) or HTML.
 
 Cells: ``mean ± std`` over seeds (mean alone for one seed), ``†`` plus ``(n/m)`` when only n of
-m seeds finished, ``FAIL`` when all failed, ``—`` when nothing ran; the best value in bold.
+m seeds finished, ``FAIL`` when all failed, ``—`` when nothing ran, ``n/a`` when the runs recorded no such
+value; the best value in bold.
 Δ columns are signed; relative columns are percentages.
 """
 
@@ -11,7 +12,7 @@ import html
 
 from eqbench.report.tables import Cell, ColumnSpec, Table
 
-MISSING, FAILED = "—", "FAIL"
+MISSING, FAILED, ABSENT = "—", "FAIL", "n/a"
 
 
 def format_cell(cell: Cell, column: ColumnSpec, pm: str = "±") -> str:
@@ -19,6 +20,8 @@ def format_cell(cell: Cell, column: ColumnSpec, pm: str = "±") -> str:
         return MISSING
     if cell.status == "failed":
         return FAILED
+    if cell.status == "absent":
+        return ABSENT
     d = column.decimals
     if column.kind in ("parameters", "width"):
         text = f"{round(cell.mean):,}"

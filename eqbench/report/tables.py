@@ -13,8 +13,8 @@ Layouts this expresses:
   relative difference (X − Y) / Z (Z = L0Net in the paper) between named columns.
 - DimeNet Tab. 1: rows = targets plus the summary rows std. MAE and logMAE (App. C, Eqs. 10–11).
 
-Missing cells (no trial) and failed cells (every trial failed) are marked, never dropped; a
-cell where only some seeds finished says how many did.
+Missing cells (no trial), failed cells (every trial failed) and absent values (finished runs that did
+not record the metric) are marked, never dropped; a cell where only some seeds finished says how many did.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class Cell:
     std: float | None = None
     n: int = 0  # seeds that finished
     expected: int = 0  # seeds that were run (finished or failed)
-    status: Literal["ok", "partial", "failed", "missing"] = "missing"
+    # missing: no trial; absent: trials finished but recorded no such value (or the paper gives none)
+    status: Literal["ok", "partial", "failed", "missing", "absent"] = "missing"
     bold: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -147,7 +148,7 @@ def _cell(records: list[Record], column: ColumnSpec) -> Cell:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     cell = Cell(n=len(finite), expected=len(done) + len(failed), reasons=[r.reason or "failed" for r in failed])
     if not finite:
-        cell.status = "failed" if failed or done else "missing"
+        cell.status = "failed" if failed else "absent"
         return cell
     cell.mean, cell.std = mean_std(finite)
     cell.status = "ok" if cell.n == cell.expected else "partial"
@@ -183,7 +184,7 @@ def _paper_cell(column: ColumnSpec, row_key, papers: dict) -> Cell:
                           f"{sorted(papers)}")
     row = papers[column.source]["rows"].get(column.row_map.get(row_key, row_key), {})
     value = row.get(column.key)
-    return Cell(mean=float(value), status="ok") if value is not None else Cell(status="missing")
+    return Cell(mean=float(value), status="ok") if value is not None else Cell(status="absent")
 
 
 def _units(records: list[Record], column: ColumnSpec, papers: dict | None = None) -> set[str]:
@@ -283,3 +284,5 @@ def _footnotes(table: Table) -> None:
                                + ".")
     if any(c.status == "missing" for c in cells):
         table.footnotes.append("— no trial for this cell (not run yet).")
+    if any(c.status == "absent" for c in cells):
+        table.footnotes.append("n/a: no such value (the finished runs did not record it, or the paper gives none).")
