@@ -484,3 +484,42 @@ def test_short_training_on_bundled_ferrocene(tmp_path):
     trainer.fit(task, data)
     assert len(history.mae) == 4 and all(math.isfinite(m) for m in history.mae)
     assert history.mae[-1] < history.mae[0], history.mae
+
+
+# ------------------------------------------------------------------ the Tab. 1 report of sweeps/miller_l0_l1.yaml
+# The paper's own %E columns of Tab. 1, transcribed from the paper (targets in its row order).
+PAPER_E_L1_L0 = [-0.501, -0.235, -0.022, -0.133, -0.040, -0.389, -0.135, -0.325, -0.304, -0.316, -0.303, -0.114]
+PAPER_E_DEEP_L0 = [0.055, 0.000, -0.038, -0.068, -0.035, -0.340, -0.002, -0.073, -0.018, -0.012, -0.065, 0.057]
+TARGETS = ["mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv"]
+
+
+def test_tab1_report_reproduces_the_papers_relative_columns_and_averages():
+    from pathlib import Path
+
+    from eqbench.report.spec import parse_report
+    from eqbench.report.tables import Record, build_table
+    from eqbench.sweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "miller_l0_l1.yaml")
+    report = parse_report(spec.report, "miller_l0_l1", {"model", "target", "seed"})
+    table_spec = report.tables[0]
+    # measured MAEs: L1Net 1.0, L0Net 2.0, L0Net Deep 1.5 (± 0.1 over two seeds) on every target
+    records = [Record({"target": t, "model": m}, seed, "COMPLETE", {f"test_{t}_mae": v + 0.1 * seed})
+               for t in TARGETS for m, v in (("l1net", 1.0), ("l0net", 2.0), ("l0net_deep", 1.5)) for seed in (0, 1)]
+    table = build_table(table_spec, records)
+    labels = [c.label for c in table_spec.columns]
+    col = {name: labels.index(name) for name in ("%E(L1, L0)", "%E(Deep, L0)", "paper %E(L1, L0)",
+                                                  "paper %E(Deep, L0)")}
+    rows = table.cells[:12]
+    assert table.row_keys[:12] == TARGETS and table.row_labels[-1] == "average"
+    for row, e_l1, e_deep in zip(rows, PAPER_E_L1_L0, PAPER_E_DEEP_L0):
+        # The paper computed %E from unrounded MAEs; its table prints them to 3 decimals (±5e-4 each).
+        tol = 1e-3 / row[labels.index("paper L0Net")].mean + 5e-4
+        assert row[col["paper %E(L1, L0)"]].mean == pytest.approx(e_l1, abs=tol)
+        assert row[col["paper %E(Deep, L0)"]].mean == pytest.approx(e_deep, abs=tol)
+        assert row[col["%E(L1, L0)"]].mean == pytest.approx((1.05 - 2.05) / 2.05)
+    average = table.cells[-1]
+    # §2.1: "improved performance by 23 %"; §3: L0Net Deep "reduces the error by an average of 4 %"
+    assert average[col["paper %E(L1, L0)"]].mean == pytest.approx(-0.23, abs=0.006)
+    assert average[col["paper %E(Deep, L0)"]].mean == pytest.approx(-0.04, abs=0.006)
+    assert average[col["%E(Deep, L0)"]].mean == pytest.approx((1.55 - 2.05) / 2.05)
