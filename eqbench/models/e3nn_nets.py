@@ -220,7 +220,8 @@ class E3nnNet(Representation):
             raise ModelError(f"e3nn: radial_activation={radial_activation!r}; choose one of {sorted(acts)}")
         n_scalars = n_features + (3 * n_vectors if l0_width_rule else 0)
         self.n_scalars, self.n_vectors, self.lmax = n_scalars, (n_vectors if lmax else 0), lmax
-        self.n_features, self.cutoff, self.activation = n_out, None, activation
+        # n_features of a representation is the width of its atom features: here the output block's n_out.
+        self.n_features, self.activation = n_out, activation
         self.has_vectors = lmax >= 1
         self.n_interactions = n_interactions
         self.self_interaction = self_interaction
