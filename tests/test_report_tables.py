@@ -106,3 +106,34 @@ def test_spec_errors_name_the_column():
         spec = miller_spec()
         spec.target_std.pop("U0")
         build_table(spec, miller_records())
+
+
+def test_average_relative_improvement_row_is_the_mean_of_each_relative_column():
+    """Miller et al. Tab. 1: %E_{L1,L0} = (L1 − L0)/L0 per target, averaged over the targets."""
+    spec = miller_spec()
+    spec.summary_rows, spec.target_std = ["mean_relative"], {}
+    spec.columns.append(ColumnSpec("%E(L1, SchNet)", kind="relative", a="L1Net", b="SchNet", relative_to="L0Net"))
+    table = build_table(spec, miller_records())
+    assert table.row_labels[-1] == "average"
+    average = table.cells[-1]
+    mu, u0 = (0.043 - 0.086) / 0.086, (13.464 - 19.943) / 19.943
+    assert average[4].mean == pytest.approx((mu + u0) / 2)
+    assert average[5].mean == pytest.approx(((0.043 - 0.033) / 0.086 + (13.464 - 14.0) / 19.943) / 2)
+    assert [c.status for c in average[:4]] == ["missing"] * 4  # MAEs in different units are not averaged
+    text = to_markdown(table)
+    assert f"| average | — | — | — | — | {100 * (mu + u0) / 2:.1f} % |" in text or \
+        f"| average | — | — | — | — | {100 * (mu + u0) / 2:+.1f} % |" in text, text
+
+
+def test_mean_relative_summary_row_is_accepted_by_the_spec_without_target_std():
+    from eqbench.report.spec import parse_report
+
+    raw = {"tables": [{"name": "tab1", "rows": "target", "summary_rows": ["mean_relative"], "columns": [
+        {"label": "L1Net", "metric": "test_{target}_mae", "where": {"model": "l1"}},
+        {"label": "L0Net", "metric": "test_{target}_mae", "where": {"model": "l0"}},
+        {"label": "%E", "kind": "relative", "a": "L1Net", "b": "L0Net"}]}]}
+    report = parse_report(raw, "spec.yaml", {"target", "model", "seed"})
+    assert report.tables[0].summary_rows == ["mean_relative"] and not report.target_std_from_runs
+    with pytest.raises(ConfigError, match="mean_relative"):
+        parse_report({"tables": [{**raw["tables"][0], "summary_rows": ["median"]}]}, "spec.yaml",
+                     {"target", "model", "seed"})

@@ -6,11 +6,13 @@ from torch import nn
 
 from eqbench.errors import ModelError
 from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
+from eqbench.models.e3nn_nets import E3nnNet, L0Net, L0NetDeep, L1Net
 from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
 
 MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
 MODELS["painn"] = PaiNN
+MODELS.update({"e3nn": E3nnNet, "l1net": L1Net, "l0net": L0Net, "l0net_deep": L0NetDeep})
 
 
 def register(name: str):
@@ -38,4 +40,4 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = ["MODELS", "create", "register", "count_parameters", "AtomisticModel", "AtomFeatures", "Representation",
-           "SchNet"]
+           "SchNet", "E3nnNet", "L1Net", "L0Net", "L0NetDeep"]

@@ -3,8 +3,8 @@
 from eqbench.nn.activations import ShiftedSoftplus, activation
 from eqbench.nn.cutoff import CosineCutoff, PolynomialEnvelope
 from eqbench.nn.mlp import build_mlp
-from eqbench.nn.radial import BesselRBF, GaussianRBF, SincRBF, radial_basis
+from eqbench.nn.radial import BesselRBF, CosineSquaredRBF, GaussianRBF, SincRBF, radial_basis
 from eqbench.nn.scatter import segment_mean, segment_sum
 
 __all__ = ["ShiftedSoftplus", "activation", "CosineCutoff", "PolynomialEnvelope", "build_mlp", "BesselRBF",
-           "GaussianRBF", "SincRBF", "radial_basis", "segment_mean", "segment_sum"]
+           "CosineSquaredRBF", "GaussianRBF", "SincRBF", "radial_basis", "segment_mean", "segment_sum"]

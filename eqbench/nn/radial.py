@@ -4,6 +4,8 @@
 - :class:`BesselRBF`    DimeNet Eq. (7): sqrt(2/c) · sin(nπ d/c) / d, n = 1…n_rbf; frequencies
                         nπ optionally trainable (DimeNet initialises them at nπ and trains them).
 - :class:`SincRBF`      PaiNN Eq. (8) filter basis: sin(nπ d/c) / d, n = 1…n_rbf (no prefactor).
+- :class:`CosineSquaredRBF`  Miller et al. (e3nn L0/L1Net) Eq. (2): cos²(π/2 (d − μ_k)/Δ) for |d − μ_k| ≤ Δ,
+                        centres μ_k evenly spaced on [0, r_max] with spacing Δ.
 """
 
 from __future__ import annotations
@@ -66,7 +68,37 @@ class SincRBF(_SineBasis):
         self.prefactor = 1.0
 
 
-RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF}
+class CosineSquaredRBF(nn.Module):
+    """Miller et al. Eq. (2): φ_k(d) = cos²(π/2 · (d − μ_k)/(μ_{k+1} − μ_k)) where |d − μ_k| ≤ Δ, else 0.
+
+    ``n_rbf`` centres μ_k evenly spaced on [0, ``cutoff``] (the paper: 84 on 0–11.1 Å), spacing
+    Δ = cutoff / (n_rbf − 1). Neighbouring functions overlap by half, so Σ_k φ_k(d) = 1 for
+    0 ≤ d ≤ cutoff; the last function reaches zero (with zero slope) at ``support`` = cutoff + Δ,
+    the radius beyond which every function vanishes.
+    """
+
+    def __init__(self, n_rbf: int = 84, cutoff: float = 11.1):
+        super().__init__()
+        if n_rbf < 2:
+            from eqbench.errors import ConfigError
+
+            raise ConfigError(f"cos² radial basis: n_rbf={n_rbf}; it needs at least 2 centres")
+        self.n_rbf, self.cutoff = n_rbf, cutoff
+        self.spacing = cutoff / (n_rbf - 1)
+        self.support = cutoff + self.spacing
+
+    @property
+    def centers(self) -> torch.Tensor:
+        return torch.arange(self.n_rbf, dtype=torch.float64) * self.spacing
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        # (d − μ_k)/Δ = d/Δ − k, in the distances' dtype (no float32 table when the model runs in float64)
+        k = torch.arange(self.n_rbf, dtype=dist.dtype, device=dist.device)
+        x = dist[..., None] / self.spacing - k
+        return torch.cos(0.5 * math.pi * x).pow(2) * (x.abs() <= 1).to(dist.dtype)
+
+
+RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF, "cos2": CosineSquaredRBF}
 
 
 def radial_basis(name: str, n_rbf: int, cutoff: float, **kwargs) -> nn.Module:

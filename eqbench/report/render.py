@@ -47,7 +47,8 @@ def _summary_column(table: Table, j: int) -> ColumnSpec:
 def _rows(table: Table, pm: str):
     n_data = len(table.row_keys) - len(table.spec.summary_rows)
     for i, (label, cells) in enumerate(zip(table.row_labels, table.cells)):
-        columns = table.spec.columns if i < n_data else [_summary_column(table, j) for j in range(len(cells))]
+        own_format = i < n_data or table.spec.summary_rows[i - n_data] == "mean_relative"  # averages of % columns
+        columns = table.spec.columns if own_format else [_summary_column(table, j) for j in range(len(cells))]
         yield label, [(format_cell(c, col, pm), c.bold) for c, col in zip(cells, columns)], i >= n_data
 
 

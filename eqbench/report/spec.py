@@ -24,6 +24,7 @@ Format (every key optional; without the section the report has one default table
             - {label: paper, kind: paper, source: painn_tab4, key: energy_mae,
                row_map: {no_scalar_product_no_propagation: both_off}}
           summary_rows: [std_mae, log_mae]    # DimeNet App. C, Eqs. 10-11; rows must be targets
+                                              # mean_relative: mean of each relative column (Miller et al.)
           target_std: runs                    # σ per target from the runs' run.json (default), or a mapping
       plots:
         - {name: profiles, kind: profiles, series: model, panels: cutoff, seed: 0,
@@ -158,7 +159,8 @@ def _parse_table(body, where: str, factors: set[str]) -> tuple[TableSpec, bool]:
             for ref in (column.a, column.b, column.relative_to):
                 _require(ref is None or ref in labels, f"{where}.columns[{j}]: no column labelled {ref!r}")
     summary = list(body.get("summary_rows") or [])
-    _require(set(summary) <= {"std_mae", "log_mae"}, f"{where}.summary_rows: choose from std_mae, log_mae")
+    _require(set(summary) <= {"std_mae", "log_mae", "mean_relative"},
+             f"{where}.summary_rows: choose from std_mae, log_mae, mean_relative")
     target_std = body.get("target_std", "runs")
     _require(target_std == "runs" or isinstance(target_std, dict),
              f"{where}.target_std must be 'runs' (σ of each target from the runs' run.json) or a mapping")
@@ -168,7 +170,7 @@ def _parse_table(body, where: str, factors: set[str]) -> tuple[TableSpec, bool]:
                       row_labels=dict(body.get("row_labels") or {}), bold=bold, summary_rows=summary,
                       target_std=target_std if isinstance(target_std, dict) else {},
                       caption=str(body.get("caption") or ""))
-    return table, bool(summary) and target_std == "runs"
+    return table, bool(set(summary) & {"std_mae", "log_mae"}) and target_std == "runs"
 
 
 def _parse_column(body, where: str, factors: set[str]) -> ColumnSpec:
