@@ -153,12 +153,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                "conserves energy better)")
     parser.add_argument("--max-drift", type=float, default=1.0,
                         help="NVE: warn when |drift| exceeds this many meV/atom/ps (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: one small "
+                                                               "molecule gains nothing from more)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from eqbench.ase import Calculator
 
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be ≥ 1, not {args.threads}")
+    torch.set_num_threads(args.threads)
     calc = Calculator(args.run, checkpoint=args.checkpoint, device=args.device,
                       dtype="float32" if args.float32 else "float64")
     atoms = read_structure(args.atoms, args.index)
