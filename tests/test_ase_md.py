@@ -162,6 +162,18 @@ def test_md_cli_writes_trajectory_and_ir_spectrum(run_dir, tmp_path, capsys):
     assert len(frames) == 5 and frames[-1].get_dipole_moment().shape == (3,)
 
 
+def test_md_on_gfn2_xtb_records_dipoles(tmp_path):
+    pytest.importorskip("tblite", reason="tblite (eqbench[xtb]) is not installed")
+    start = tmp_path / "water.xyz"
+    write(start, molecule("H2O"))
+    out = tmp_path / "xtb.extxyz"
+    assert main(["md", "gfn2-xtb", "--atoms", str(start), "--steps", "3", "--out", str(out), "--no-progress"]) == 0
+    frames = read(out, ":")
+    assert len(frames) == 4
+    # Water's GFN2-xTB dipole is about 2 D along the C2 axis (z in ASE's geometry).
+    assert abs(frames[0].get_dipole_moment()[2]) / DEBYE_IN_E_ANGSTROM == pytest.approx(2.0, abs=0.6)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 def test_unknown_element_is_refused(run_dir):

@@ -1,10 +1,13 @@
 """Molecular dynamics with a trained run: ``eqbench md RUN --atoms FILE``.
 
 The run becomes an :class:`eqbench.ase.Calculator`; ASE integrates the equations of motion, NVE
-(velocity Verlet) or NVT (Langevin). Every ``--interval`` steps a frame is written with positions,
-velocities, potential energy, forces and (when the run has a dipole head) the dipole moment, to an
-extended XYZ (``.xyz``/``.extxyz``) or ASE trajectory (``.traj``) file, written to a temporary file and
-renamed when complete. Each frame's ``info`` holds ``time_fs``, ``total_energy`` (eV) and ``temperature_K``.
+(velocity Verlet) or NVT (Langevin). ``eqbench md gfn2-xtb`` runs the same MD on GFN2-xTB itself
+(tblite), the reference for a trained model's trajectories and spectra.
+
+Every ``--interval`` steps a frame is written with positions, velocities, potential energy, forces
+and (when the run has a dipole head) the dipole moment, to an extended XYZ (``.xyz``/``.extxyz``) or
+ASE trajectory (``.traj``) file, written to a temporary file and renamed when complete. Each frame's
+``info`` holds ``time_fs``, ``total_energy`` (eV) and ``temperature_K``.
 
 At the end the total energy is checked: for NVE its drift (slope of a straight-line fit) in meV per
 atom per ps and its largest excursion from the start in meV per atom are printed, with a warning
@@ -23,6 +26,7 @@ import numpy as np
 from eqbench.errors import ConfigError, DataError
 
 FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".traj": "traj"}
+XTB = "gfn2-xtb"  # `eqbench md gfn2-xtb --atoms ...`: the reference potential instead of a trained run
 
 
 def energy_drift(times_fs: np.ndarray, total_energy_ev: np.ndarray, n_atoms: int) -> dict[str, float]:
@@ -134,7 +138,8 @@ def read_structure(path: str | Path, index: int = 0):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory (or a .ckpt inside one) of a model trained on energies/forces")
+    parser.add_argument("run", help=f"run directory (or a .ckpt inside one) of a model trained on energies/forces, "
+                                    f"or {XTB!r} for reference MD on GFN2-xTB (tblite; energies, forces, dipoles)")
     parser.add_argument("--atoms", required=True, help="starting structure (any file ASE reads: xyz, extxyz, traj)")
     parser.add_argument("--index", type=int, default=0, help="frame of --atoms to start from (default 0)")
     parser.add_argument("--out", default=None, help="trajectory to write, .extxyz/.xyz or .traj (default "
@@ -166,11 +171,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be ≥ 1, not {args.threads}")
     torch.set_num_threads(args.threads)
-    calc = Calculator(args.run, checkpoint=args.checkpoint, device=args.device,
-                      dtype="float32" if args.float32 else "float64")
+    if args.run == XTB:
+        from eqbench.data.generate.engine import DEFAULT_SETTINGS
+
+        calc = DEFAULT_SETTINGS.calculator()  # tblite's own calculator: it also returns the dipole (e·Å)
+        default_out = Path("md") / f"{Path(args.atoms).stem}_{XTB}.extxyz"
+    else:
+        calc = Calculator(args.run, checkpoint=args.checkpoint, device=args.device,
+                          dtype="float32" if args.float32 else "float64")
+        default_out = Path(args.run) / "md" / f"{Path(args.atoms).stem}.extxyz"
     atoms = read_structure(args.atoms, args.index)
     atoms.pbc = False
-    out = Path(args.out) if args.out else Path(args.run) / "md" / f"{Path(args.atoms).stem}.extxyz"
+    out = Path(args.out) if args.out else default_out
     result = run_md(calc, atoms, steps=args.steps, timestep_fs=args.timestep, temperature_K=args.temperature,
                     thermostat=args.thermostat, friction_per_fs=args.friction, out=out, interval=args.interval,
                     seed=args.seed, progress=not args.no_progress)
