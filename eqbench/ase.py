@@ -112,8 +112,9 @@ class Calculator(_AseCalculator):
         # float32 keeps the heads' float64 standardisation buffers; float64 converts everything.
         model = model.to(self.device) if self.dtype == torch.float32 else model.to(self.device, self.dtype)
         self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        if where != "the model given":  # a loaded model is ours: no weight gradients needed for forces
+            for p in self.model.parameters():
+                p.requires_grad_(False)
 
         energy_heads = [h for h in self.model.heads if isinstance(h, Energy)]
         if not energy_heads:

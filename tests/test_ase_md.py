@@ -205,6 +205,12 @@ def test_missing_dipole_head_and_bad_inputs(tmp_path, run_dir):
         Calculator(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="unit 'furlong' of 'energy' is not known"):
         Calculator(directory, units={"energy": "furlong"})
+    model = write_run(tmp_path / "module", [{"name": "energy"}], {"energy": "eV"})
+    with pytest.raises(ConfigError, match="records no unit for 'energy'"):
+        Calculator(model)
+    from_module = Calculator(model, units={"energy": "meV"}, dtype="float64").evaluate([ethanol()])[0]["energy"]
+    from_run = Calculator(tmp_path / "module", dtype="float64").evaluate([ethanol()])[0]["energy"]
+    assert from_module == pytest.approx(1e-3 * from_run, rel=1e-12)
     with pytest.raises(ConfigError, match="dtype"):
         Calculator(directory, dtype="float16")
     with pytest.raises(ConfigError, match=".xyz/.extxyz"):
