@@ -275,3 +275,25 @@ def main_raises(argv):
         return main(argv)
     finally:
         del os.environ["EQBENCH_DEBUG"]
+
+
+def test_spectrum_cli_compares_trajectories(tmp_path, capsys):
+    """Two trajectories of known dipole frequencies: one plot, one peak table with both frequencies."""
+    paths = []
+    for name, nu in (("model", 1100.0), ("reference", 1700.0)):
+        frames = []
+        for k, mu in enumerate(harmonic_dipoles([nu], n_frames=1000, timestep_fs=1.0)):
+            atoms = Atoms("HF", positions=[[0, 0, 0], [0.92, 0, 0]])
+            atoms.info.update(dipole=mu, time_fs=float(k))
+            frames.append(atoms)
+        paths.append(tmp_path / f"{name}.extxyz")
+        write(paths[-1], frames)
+    out = tmp_path / "ir"
+    assert main(["spectrum", "ir", *map(str, paths), "--labels", "PaiNN", "GFN2-xTB", "--out", str(out)]) == 0
+    assert (out / "ir.png").is_file() and (out / "PaiNN.csv").is_file() and (out / "GFN2-xTB.csv").is_file()
+    rows = {line.split("|")[1].strip(): line for line in (out / "peaks.md").read_text().splitlines()[2:]}
+    for label, nu in (("PaiNN", 1100.0), ("GFN2-xTB", 1700.0)):
+        found = [float(cell.split()[0]) for cell in rows[label].split("|")[2].split(",")]
+        assert any(abs(p - nu) < 5 for p in found), (label, found)
+    with pytest.raises(ConfigError, match="--labels"):
+        main_raises(["spectrum", "ir", *map(str, paths), "--labels", "one"])

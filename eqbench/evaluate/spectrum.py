@@ -156,12 +156,46 @@ def write_spectrum(wavenumber: np.ndarray, intensity: np.ndarray, path: str | Pa
     return path, png
 
 
+def write_comparison(spectra: dict[str, tuple[np.ndarray, np.ndarray]], directory: str | Path,
+                     threshold: float = 0.05) -> tuple[Path, Path]:
+    """Several spectra on one plot (``ir.png``) and their peak positions in a table (``peaks.md``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    lines = ["| spectrum | peaks (cm⁻¹, low to high; relative intensity) |", "| --- | --- |"]
+    for label, (wavenumber, intensity) in spectra.items():
+        ax.plot(wavenumber, intensity, lw=1, label=label)
+        peaks = sorted(find_peaks(wavenumber, intensity, threshold))
+        cells = [f"{p:.0f} ({float(np.interp(p, wavenumber, intensity)):.2f})" for p in peaks]
+        lines.append(f"| {label} | {', '.join(cells)} |")
+    ax.set_xlabel("wavenumber (cm$^{-1}$)")
+    ax.set_ylabel("IR intensity (normalised)")
+    ax.legend(fontsize=8)
+    png, table = directory / "ir.png", directory / "peaks.md"
+    tmp_png = directory / ".ir.tmp.png"
+    fig.savefig(tmp_png, dpi=120)
+    os.replace(tmp_png, png)
+    tmp = directory / ".peaks.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, table)
+    return png, table
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", required=True)
     ir = kinds.add_parser("ir", help="IR spectrum from the dipoles of an MD trajectory (PaiNN §5.4)")
-    ir.add_argument("traj", help="trajectory with dipoles (extxyz or .traj, e.g. from `eqbench md`)")
-    ir.add_argument("--out", default=None, help="spectrum file (.csv; a .png plot is written beside it); "
-                                                "default <traj stem>_ir.csv next to the trajectory")
+    ir.add_argument("traj", nargs="+", help="trajectory with dipoles (extxyz or .traj, e.g. from `eqbench md`); "
+                                            "several: their spectra on one plot with a table of peaks")
+    ir.add_argument("--out", default=None, help="one trajectory: spectrum file (.csv; a .png plot beside it), default "
+                                                "<traj stem>_ir.csv next to it; several: a directory (default ir/ "
+                                                "next to the first) for <label>.csv, ir.png and peaks.md")
+    ir.add_argument("--labels", nargs="*", default=None, help="names of the trajectories' spectra (default: "
+                                                              "file stems)")
     ir.add_argument("--timestep", type=float, default=None, help="fs between frames (default: from time_fs)")
     ir.add_argument("--skip", type=float, default=0.0, help="fs of equilibration to drop at the start")
     ir.add_argument("--max-lag", type=float, default=None, help="longest correlation time in fs (default: half "
@@ -173,16 +207,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    dipoles, dt = read_dipoles(args.traj, args.timestep)
-    skip = int(round(args.skip / dt))
-    if skip >= len(dipoles) - 8:
-        raise ConfigError(f"--skip {args.skip} fs leaves fewer than 8 frames of {len(dipoles)}")
-    wavenumber, intensity = ir_spectrum(dipoles[skip:], dt, args.max_lag, args.window, args.quantum_correction,
-                                        args.temperature, args.max_wavenumber)
-    peaks = find_peaks(wavenumber, intensity)
-    traj = Path(args.traj)
-    out = Path(args.out) if args.out else traj.with_name(f"{traj.stem}_ir.csv")
-    csv_path, png = write_spectrum(wavenumber, intensity, out, title=f"IR spectrum of {traj.name}", peaks=peaks)
-    print(f"wrote {csv_path} and {png} ({len(dipoles) - skip} frames, {dt:g} fs apart)")
-    print("peaks (cm⁻¹, strongest first): " + ", ".join(f"{p:.0f}" for p in peaks[:10]))
+    labels = args.labels or [Path(t).stem for t in args.traj]
+    if len(labels) != len(args.traj) or len(set(labels)) != len(labels):
+        raise ConfigError(f"--labels needs one distinct name per trajectory ({len(args.traj)}), got {labels}")
+    spectra = {}
+    for label, traj in zip(labels, args.traj):
+        dipoles, dt = read_dipoles(traj, args.timestep)
+        skip = int(round(args.skip / dt))
+        if skip >= len(dipoles) - 8:
+            raise ConfigError(f"{traj}: --skip {args.skip} fs leaves fewer than 8 frames of {len(dipoles)}")
+        spectra[label] = ir_spectrum(dipoles[skip:], dt, args.max_lag, args.window, args.quantum_correction,
+                                     args.temperature, args.max_wavenumber)
+        print(f"{label}: {len(dipoles) - skip} frames, {dt:g} fs apart; peaks (cm⁻¹, strongest first): "
+              + ", ".join(f"{p:.0f}" for p in find_peaks(*spectra[label])[:10]))
+    first = Path(args.traj[0])
+    if len(spectra) == 1:
+        out = Path(args.out) if args.out else first.with_name(f"{first.stem}_ir.csv")
+        wavenumber, intensity = spectra[labels[0]]
+        csv_path, png = write_spectrum(wavenumber, intensity, out, title=f"IR spectrum of {first.name}",
+                                       peaks=find_peaks(wavenumber, intensity))
+        print(f"wrote {csv_path} and {png}")
+        return 0
+    directory = Path(args.out) if args.out else first.parent / "ir"
+    for label, (wavenumber, intensity) in spectra.items():
+        write_spectrum(wavenumber, intensity, directory / f"{label}.csv", title=label,
+                       peaks=find_peaks(wavenumber, intensity))
+    png, table = write_comparison(spectra, directory)
+    print(f"wrote {png}, {table} and one .csv/.png per spectrum in {directory}")
     return 0
