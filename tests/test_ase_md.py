@@ -90,6 +90,20 @@ def test_units_converted_to_ase(run_dir):
     assert abs(atoms.get_potential_energy()) > 1.0  # the standardisation makes the energies non-trivial
 
 
+def test_polarizability_in_cubic_angstrom(tmp_path):
+    from eqbench.batch import Batch
+
+    model = write_run(tmp_path / "alpha", [{"name": "energy"}, {"name": "polarizability", "head": "polarizability"}],
+                      {"energy": "Hartree", "polarizability": "a0^3"}).double()
+    atoms = ethanol()
+    batch = replace(Batch.from_atoms([atoms]), pos=torch.as_tensor(atoms.positions, dtype=torch.float64))
+    alpha = model(batch)["polarizability"][0].detach().numpy()
+    result = Calculator(tmp_path / "alpha", dtype="float64").evaluate([atoms])[0]
+    bohr = 0.529177210903  # Å
+    np.testing.assert_allclose(result["polarizability"], alpha * bohr**3, rtol=1e-7)
+    assert "dipole" not in result and result["forces"].shape == (9, 3)
+
+
 def test_ase_finite_difference_forces(run_dir):
     atoms = ethanol()
     atoms.rattle(0.05, seed=1)
