@@ -22,6 +22,8 @@ OTHER_VERBS = {
     "evaluate": "evaluate a trained run (profile: rotor energy profile)",
     "sweep": "Optuna ablation sweeps (run | status | worker)",
     "report": "paper-style tables, plots and index.md from a sweep (reports/<study>/)",
+    "md": "molecular dynamics with a trained run (ASE; NVE or Langevin)",
+    "spectrum": "spectra from MD trajectories (ir: IR from the dipoles)",
 }
 
 
@@ -116,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
                                                                "(MAE, R², PaiNN Fig. 4-style plot)"))
+    from eqbench.evaluate import md as md_cli
+    from eqbench.evaluate import spectrum as spectrum_cli
+
+    md_cli.add_arguments(verbs.add_parser("md", help=OTHER_VERBS["md"], description=OTHER_VERBS["md"]))
+    spectrum_cli.add_arguments(verbs.add_parser("spectrum", help=OTHER_VERBS["spectrum"]))
     return parser
 
 
@@ -141,6 +148,14 @@ def run_command(argv: list[str]) -> int:
         from eqbench.data import profile
 
         return profile.run(args)
+    if args.verb == "md":
+        from eqbench.evaluate import md as md_cli
+
+        return md_cli.run(args)
+    if args.verb == "spectrum":
+        from eqbench.evaluate import spectrum as spectrum_cli
+
+        return spectrum_cli.run(args)
     raise AssertionError(f"unhandled command {args}")  # argparse only lets known commands through
 
 

@@ -227,7 +227,8 @@ class RunDirectory(pl.Callback):
                     "split_protocol": dm.protocol, "split_seed": dm.seed,
                     "split_file": str(dm.split.path) if dm.split.path else None,
                     "split_sizes": dict(zip(("train", "val", "test"), dm.split.sizes())),
-                    "units": dm.units, "target_std": target_std(dm, pl_module)}
+                    "units": dm.units, "target_std": target_std(dm, pl_module),
+                    "elements": sorted(int(z) for z in np.unique(dm.dataset.z))}
         _write_json(self.run_dir / "run.json", {
             "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),
             "git_commit": git_commit(), "packages": package_versions(), "data": data,
@@ -325,7 +326,10 @@ def read_metrics(run_dir: str | Path) -> dict:
 
 
 def load_task(run_dir: str | Path, checkpoint: str = "best"):
-    """The trained AtomisticTask of a run directory, with its best (EMA) or last weights."""
+    """The trained AtomisticTask of a run directory, with its best (EMA) or last weights.
+
+    ``checkpoint`` is ``best``, ``last`` or the path of a ``.ckpt`` file (trained with this run's config).
+    """
     import torch
     import yaml
     from jsonargparse import ArgumentParser
@@ -340,7 +344,8 @@ def load_task(run_dir: str | Path, checkpoint: str = "best"):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(AtomisticTask, "model")
     task = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
-    ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    is_path = str(checkpoint).endswith(".ckpt")
+    ckpt = Path(checkpoint) if is_path else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found; choose 'best' or 'last', or train the run first")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)

@@ -135,3 +135,23 @@ def test_predict_on_unlabelled_structures(trained_run, tmp_path):
                  "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")]) == 0
     pred = np.load(out / "predictions.npz")
     assert sorted(pred["index"].tolist()) == [0, 1, 2, 3, 4] and pred["energy"].shape == (5,)
+
+
+def test_ase_calculator_on_the_trained_run(trained_run):
+    """The run directory as an ASE calculator: training elements recorded, kcal/mol converted to eV."""
+    from eqbench.ase import Calculator
+    from eqbench.tracking import load_model
+
+    run_dir, data = trained_run
+    dataset = read(data)
+    recorded = json.loads((run_dir / "run.json").read_text())["data"]["elements"]
+    assert recorded == sorted(np.unique(dataset.z).tolist())
+    atoms = dataset.to_atoms(0)
+    calc = Calculator(run_dir, dtype="float64")
+    energy_ev = calc.evaluate([atoms])[0]["energy"]
+    batch = dataset.__getitems__([0]).to("cpu", torch.float64)
+    energy_kcal = float(load_model(run_dir).double()(batch)["energy"][0].detach())
+    kcal_mol = 4184 / 6.02214076e23 / 1.602176634e-19  # eV
+    assert energy_ev == pytest.approx(energy_kcal * kcal_mol, rel=1e-6)
+    # Trained for two epochs: within a few kcal/mol of the reference's −23,865 kcal/mol.
+    assert abs(energy_ev / kcal_mol - dataset.properties["energy"].values[0]) < 20

@@ -1,0 +1,1 @@
+"""What is done with a trained run: rotor energy profiles, molecular dynamics, IR spectra."""
