@@ -10,13 +10,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is installed first, pinned through constraints.txt, so that no other
-# requirement can pull a CUDA build; the extras give the tests tblite, submitit, psycopg2 and pytest.
+# requirement can pull a CUDA build; the extras give the tests tblite, submitit, psycopg2, qm9pack (real QM9)
+# and pytest.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 		$(BIN)/python -m pip install -q -c constraints.txt torch; fi
 	$(BIN)/python -m pip freeze | grep -i '^torch==' > $(VENV)/torch-pin.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e '.[xtb,slurm,postgres,dev]'
+	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e '.[xtb,slurm,postgres,qm9,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--keep-uncharacterized", action="store_true",
                          help="qm9: keep the 3,054 uncharacterized molecules")
     prepare.add_argument("--no-download", action="store_true", help="use only files already in --root")
+    prepare.add_argument("--source", dest="qm9_source", choices=["auto", "tarball", "qm9pack"], default="auto",
+                         help="qm9: the figshare tarball (in --root or downloaded), the installed qm9pack wheel "
+                              "(pip install 'eqbench[qm9]'; no network needed), or auto: a tarball in --root, "
+                              "else qm9pack when installed, else the download (default)")
     prepare.add_argument("--format", choices=["cache", "extxyz", "ase-db"], default=None)
     prepare.add_argument("--units", nargs="*", default=[], metavar="NAME=UNIT",
                          help="unit of each property, e.g. energy=eV forces=eV/Å (required for extxyz)")
@@ -182,7 +186,8 @@ def data_prepare(args) -> int:
     family = args.source.partition("-")[0]
     if family in FAMILIES and not Path(args.source).exists():
         paths = prepare_named(args.source, args.root, args.out, args.molecule, download=not args.no_download,
-                              keep_uncharacterized=args.keep_uncharacterized, properties=args.properties)
+                              keep_uncharacterized=args.keep_uncharacterized, properties=args.properties,
+                              source=args.qm9_source)
         import h5py
 
         for path in paths:
@@ -191,7 +196,8 @@ def data_prepare(args) -> int:
             print(f"wrote {path}: {count} molecules, fingerprint {fp}")
         return 0
     dataset_options = [flag for flag, given in (("--root", args.root), ("--molecule", args.molecule),
-                                                ("--keep-uncharacterized", args.keep_uncharacterized)) if given]
+                                                ("--keep-uncharacterized", args.keep_uncharacterized),
+                                                ("--source", args.qm9_source != "auto")) if given]
     if dataset_options:
         raise ConfigError(f"{' '.join(dataset_options)} apply to published datasets ({', '.join(FAMILIES)}), "
                           f"not to the file {args.source}")

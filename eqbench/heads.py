@@ -7,6 +7,7 @@ task), so a saved model predicts in the dataset's units.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -195,8 +196,10 @@ class DipoleMoment(_LatentHead):
 
     head_name = "dipole"
 
-    def __init__(self, representation, output: str = "dipole", atomic_dipoles: bool = True,
+    def __init__(self, representation, output: str = "dipole", atomic_dipoles: bool | None = True,
                  reference_point: str = "center_of_mass"):
+        if atomic_dipoles is None:  # Eq. 13 when the model has vector features, else Eq. 12
+            atomic_dipoles = bool(getattr(representation, "has_vectors", False))
         if atomic_dipoles:
             require_vector_features(self.head_name, output, representation,
                                     "; or set head_kwargs atomic_dipoles: false (latent charges only, Eq. 12)")
@@ -219,11 +222,12 @@ class DipoleMoment(_LatentHead):
 
 
 class DipoleMagnitude(DipoleMoment):
-    """|μ| [B] (QM9's μ), μ from Eq. 13 (PaiNN §5.1) or, with ``atomic_dipoles=False``, Eq. 12."""
+    """|μ| [B] (QM9's μ), μ from Eq. 13 (PaiNN §5.1) or, with ``atomic_dipoles=False``, Eq. 12
+    (``atomic_dipoles=None``: Eq. 13 for a model with vector features, Eq. 12 for an invariant one)."""
 
     head_name = "dipole_magnitude"
 
-    def __init__(self, representation, output: str = "mu", atomic_dipoles: bool = True,
+    def __init__(self, representation, output: str = "mu", atomic_dipoles: bool | None = True,
                  reference_point: str = "center_of_mass"):
         super().__init__(representation, output, atomic_dipoles, reference_point)
 
@@ -236,21 +240,62 @@ class Polarizability(_LatentHead):
 
     α = Σ_i α₀(s_i) I₃ + ν(v_i) ⊗ r_i + r_i ⊗ ν(v_i), with α₀ and ν the scalar and vector outputs of
     two gated equivariant blocks and r_i relative to the centre of mass.
+
+    ``isotropic=True`` outputs the isotropic polarizability tr(α)/3 [B] instead (QM9's ``alpha``;
+    ``alpha_tensor`` is the full tensor). ``vectors=None`` (with ``isotropic``) lets an invariant model
+    use the head too: without vector features Eq. 14 keeps only its Σ_i α₀(s_i) I₃ term, whose trace/3
+    is an atomwise sum of the two-layer MLP's outputs.
     """
 
     head_name = "polarizability"
 
-    def __init__(self, representation, output: str = "polarizability", reference_point: str = "center_of_mass"):
-        require_vector_features(self.head_name, output, representation)
-        super().__init__(representation, output, True, reference_point)
+    def __init__(self, representation, output: str = "polarizability", reference_point: str = "center_of_mass",
+                 isotropic: bool = False, vectors: bool | None = True):
+        if vectors is None:
+            vectors = bool(getattr(representation, "has_vectors", False))
+        if vectors:
+            require_vector_features(self.head_name, output, representation,
+                                    "; or set head_kwargs isotropic: true, vectors: null (Σ α₀ only)")
+        elif not isotropic:
+            raise ConfigError(f"head 'polarizability' (target {output!r}) without vector features predicts only the "
+                              f"isotropic part of Eq. 14; set head_kwargs isotropic: true")
+        super().__init__(representation, output, vectors, reference_point)
+        self.isotropic = isotropic
+        self.register_buffer("scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("shift", torch.zeros((), dtype=torch.float64))
+
+    def standardize(self, train) -> None:
+        """α₀ = scale · MLP(s_i) + shift and ν = scale · ν(v_i), with shift and scale the mean and standard
+        deviation of the isotropic polarizability per atom, tr(α)/(3n), over the training molecules (like
+        the atomwise heads' standardisation; it leaves the form of Eq. 14 unchanged)."""
+        if self.output not in train.properties:
+            return
+        y = np.asarray(train.properties[self.output].values, dtype=np.float64)
+        if y.ndim == 3:
+            y = np.trace(y, axis1=-2, axis2=-1) / 3
+        per_atom = y.reshape(len(train)) / train.n_atoms
+        std = float(per_atom.std())
+        self.scale.fill_(std if std > 0 and np.isfinite(std) else 1.0)
+        self.shift.fill_(float(per_atom.mean()))
+
+    def tensor(self, batch: Batch, features: AtomFeatures) -> torch.Tensor:
+        alpha0, nu = self.net(features)
+        alpha0 = alpha0 * self.scale.to(alpha0.dtype) + self.shift.to(alpha0.dtype)
+        if nu is not None:
+            nu = nu * self.scale.to(nu.dtype)
+        eye = torch.eye(3, dtype=alpha0.dtype, device=alpha0.device)
+        atomic = alpha0[:, None, None] * eye
+        if nu is not None:
+            r = self.positions(batch, features)
+            anisotropic = nu[:, :, None] * r[:, None, :]
+            atomic = atomic + anisotropic + anisotropic.transpose(1, 2)
+        return segment_sum(atomic, batch.batch, batch.n_molecules)
 
     def forward(self, batch: Batch, features: AtomFeatures) -> dict[str, torch.Tensor]:
-        alpha0, nu = self.net(features)
-        r = self.positions(batch, features)
-        anisotropic = nu[:, :, None] * r[:, None, :]
-        eye = torch.eye(3, dtype=alpha0.dtype, device=alpha0.device)
-        atomic = alpha0[:, None, None] * eye + anisotropic + anisotropic.transpose(1, 2)
-        return {self.output: segment_sum(atomic, batch.batch, batch.n_molecules)}
+        alpha = self.tensor(batch, features)
+        if self.isotropic:
+            return {self.output: torch.diagonal(alpha, dim1=-2, dim2=-1).sum(-1) / 3}
+        return {self.output: alpha}
 
 
 class ElectronicSpatialExtent(_LatentHead):

@@ -197,6 +197,8 @@ class AtomisticTask(pl.LightningModule):
         for head in self.model.heads:
             if isinstance(head, Atomwise):
                 standardize_head(head, train)
+            elif hasattr(head, "standardize"):  # heads with their own standardisation (polarizability)
+                head.standardize(train)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -298,3 +298,28 @@ def test_official_split_is_taken_from_beside_the_dataset_not_the_data_root(rmd17
     dm.setup("fit")
     assert sorted(np.concatenate([dm.split.train, dm.split.val]).tolist()) == sorted(SPLIT_TRAIN[2].tolist())
     assert dm.split.test.tolist() == SPLIT_TEST[2].tolist()
+
+
+# ---------------------------------------------------------------------- a file written here (no ../shared)
+def test_md17_style_npz_written_here_converts_to_the_cache(tmp_path):
+    """An npz in the sGDML MD17 layout (E (N, 1) kcal/mol, F (N, n, 3) kcal/mol/Å, R (N, n, 3) Å, z (n,),
+    text metadata), two frames of ethanol with values typed in here: the conversion runs on a fresh
+    clone without the shared samples."""
+    z = np.array(ETHANOL_Z)
+    frame = np.array([[-0.52, -0.13, 0.02], [0.99, 0.01, -0.05], [1.51, 1.23, 0.11], [-0.82, -1.18, 0.08],
+                      [-0.93, 0.29, 0.94], [-0.95, 0.37, -0.83], [1.31, -0.42, -0.99], [1.35, -0.58, 0.78],
+                      [2.47, 1.17, 0.05]])
+    positions = np.stack([frame, frame + 0.01 * np.arange(27).reshape(9, 3)])
+    forces = np.stack([np.full((9, 3), 1.5), -np.arange(27.0).reshape(9, 3)])
+    directory = tmp_path / "md17"
+    directory.mkdir()
+    np.savez(directory / "md17_ethanol.npz", E=np.array([[-97208.5], [-97203.25]]), F=forces, R=positions, z=z,
+             name=np.array("ethanol"), type=np.array("d"), theory=np.array("PBE+vdW-TS"))
+    ds = read_cache(prepare_md17("ethanol", directory, download=False), validate=True)
+    assert len(ds) == 2 and ds.n_atoms.tolist() == [9, 9] and ds.z.tolist() == ETHANOL_Z * 2
+    assert ds.units == {"energy": "kcal/mol", "forces": "kcal/mol/Å"}
+    assert ds.properties["energy"].values.tolist() == [-97208.5, -97203.25]  # E (N, 1) → one per frame
+    assert ds.properties["forces"].per_atom and ds.properties["forces"].values.shape == (18, 3)
+    assert ds.properties["forces"].values[9 + 4].tolist() == [-12.0, -13.0, -14.0]  # frame 1, atom 4
+    assert ds.pos[9 + 8].tolist() == pytest.approx([2.47 + 0.24, 1.17 + 0.25, 0.05 + 0.26])
+    assert ds.metadata["file_metadata"]["theory"] == "PBE+vdW-TS"

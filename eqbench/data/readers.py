@@ -112,11 +112,12 @@ def named_cache(name: str, download: bool = True) -> Path:
 
 def prepare_named(family: str, directory: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                   molecules: Sequence[str] | None = None, download: bool = True, keep_uncharacterized: bool = False,
-                  properties: Sequence[str] | None = None) -> list[Path]:
+                  properties: Sequence[str] | None = None, source: str = "auto") -> list[Path]:
     """Build the cache(s) of a published dataset (``qm9``, ``md17``, ``rmd17``, ``qm7x``; or one molecule,
     ``md17-aspirin``) from its raw files in ``directory`` (default ``$EQBENCH_DATA/<family>``); returns
     the cache paths. For md17/rmd17 ``molecules`` defaults to all, and ``out`` is a file for one molecule
-    or a directory."""
+    or a directory. ``source`` picks QM9's source (``auto``, ``tarball``, ``qm9pack``; see
+    :func:`eqbench.data.qm9.prepare`)."""
     family, _, molecule = family.partition("-")
     if molecule:
         molecules = [molecule]
@@ -124,12 +125,14 @@ def prepare_named(family: str, directory: str | os.PathLike | None = None, out: 
         raise DataError(f"unknown dataset {family!r}; published datasets: {', '.join(FAMILIES)}")
     if family != "qm9" and keep_uncharacterized:
         raise DataError("--keep-uncharacterized applies to qm9 only")
+    if family != "qm9" and source != "auto":
+        raise DataError(f"--source applies to qm9 only, not {family}")
     if family in ("qm9", "qm7x") and molecules:
         raise DataError(f"{family} has no molecules to choose; --molecule is for md17 and rmd17")
     if family == "qm9":
         from eqbench.data import qm9
 
-        return [qm9.prepare(directory, out, keep_uncharacterized, properties, download=download)]
+        return [qm9.prepare(directory, out, keep_uncharacterized, properties, download=download, source=source)]
     if family == "qm7x":
         from eqbench.data import qm7x
 
