@@ -8,9 +8,11 @@ from eqbench.errors import ModelError
 from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
 from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
+from eqbench.models.so3krates import So3krates
 
 MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
 MODELS["painn"] = PaiNN
+MODELS["so3krates"] = So3krates
 
 
 def register(name: str):

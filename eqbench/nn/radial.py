@@ -4,6 +4,8 @@
 - :class:`BesselRBF`    DimeNet Eq. (7): sqrt(2/c) · sin(nπ d/c) / d, n = 1…n_rbf; frequencies
                         nπ optionally trainable (DimeNet initialises them at nπ and trains them).
 - :class:`SincRBF`      PaiNN Eq. (8) filter basis: sin(nπ d/c) / d, n = 1…n_rbf (no prefactor).
+- :class:`ExpNormalRBF` PhysNet basis exp(-β (e^(-d) - μ_k)²), μ_k evenly spaced on [e^(-c), 1],
+                        β = (2 (1 - e^(-c)) / n_rbf)^(-2) (So3krates' reference implementation, "phys").
 """
 
 from __future__ import annotations
@@ -66,7 +68,21 @@ class SincRBF(_SineBasis):
         self.prefactor = 1.0
 
 
-RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF}
+class ExpNormalRBF(nn.Module):
+    """PhysNet's basis exp(-β (exp(-d) - μ_k)²) without a cutoff factor (the models apply their own cutoff)."""
+
+    def __init__(self, n_rbf: int = 32, cutoff: float = 5.0):
+        super().__init__()
+        self.beta = (2.0 / n_rbf * (1.0 - math.exp(-cutoff))) ** -2
+        self.n_rbf, self.cutoff = n_rbf, cutoff
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        # Centres made in the input's dtype (a float32 buffer cast to float64 would carry float32 rounding).
+        centers = torch.linspace(math.exp(-self.cutoff), 1.0, self.n_rbf, dtype=dist.dtype, device=dist.device)
+        return torch.exp(-self.beta * (torch.exp(-dist)[..., None] - centers) ** 2)
+
+
+RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF, "expnormal": ExpNormalRBF}
 
 
 def radial_basis(name: str, n_rbf: int, cutoff: float, **kwargs) -> nn.Module:
