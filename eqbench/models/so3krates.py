@@ -134,17 +134,25 @@ class So3kratesLayer(nn.Module):
         self.phi_12 = nn.Linear(n_features + 2 * n_deg, n_features + n_deg)
         self.phi_3 = nn.Linear(n_deg, n_deg)
 
-    def forward(self, f, chi, rbf, sph, center, neighbor, w_feature, w_sphc):
-        """w_feature [P]: φ_rcut(r_ij); w_sphc [P]: φ_rcut(r_ij) (+ φ_χ̃cut(χ̃_ij) with non-local corrections)."""
+    def forward(self, f, chi, rbf, sph, center, neighbor, w_feature, w_sphc, pair_half):
+        """w_feature [P]: φ_rcut(r_ij); w_sphc [P]: φ_rcut(r_ij) (+ φ_χ̃cut(χ̃_ij) with non-local corrections).
+
+        The filters w_ij are symmetric in i and j (they see r_ij and ‖χ_j^(l) − χ_i^(l)‖ only), so they are
+        computed once per unordered pair (``pair_half``: the pairs with i < j, and for every ordered pair the
+        index of its unordered one; ``rbf`` is given on the unordered pairs) and gathered for both directions.
+        """
         n_atoms = f.shape[0]
-        chi_dist = self.norms(chi[neighbor] - chi[center])  # [P, |L|] per-degree SPHC distances
+        half, expand = pair_half
+        chi_dist = self.norms(chi[neighbor[half]] - chi[center[half]])  # [P/2, |L|] per-degree SPHC distances
+        w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)[expand]
+        w_f, w_c = w[:, : self.n_features], w[:, self.n_features:]
         # Eq. 12 with Eqs. 15–16
         att = self.feature_attention
-        alpha = att(f, self.feature_filter(rbf, chi_dist), center, neighbor)  # [P, H]
+        alpha = att(f, w_f, center, neighbor)  # [P, H]
         v = att.project(f, att.W_v)[neighbor]  # [P, H, F_h]
         df = segment_sum((w_feature[:, None] * alpha)[:, :, None] * v, center, n_atoms).reshape(n_atoms, -1)
         # Eqs. 13/14: α^(l) per degree
-        alpha_l = self.sphc_attention(f, self.sphc_filter(rbf, chi_dist), center, neighbor)  # [P, |L|]
+        alpha_l = self.sphc_attention(f, w_c, center, neighbor)  # [P, |L|]
         dchi = segment_sum(self.norms.expand(w_sphc[:, None] * alpha_l) * sph, center, n_atoms)
         f, chi = f + df, chi + dchi
         # Eqs. 17–19
@@ -154,6 +162,22 @@ class So3kratesLayer(nn.Module):
         phi_1, phi_2 = phi[:, : self.n_features], phi[:, self.n_features:]
         chi = chi + self.norms.expand(phi_2) * chi + self.norms.expand(self.phi_3(norms_tilde)) * chi_tilde
         return f + phi_1, chi
+
+
+def unordered_pairs(center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices of the ordered pairs with i < j, index into those of every ordered pair's unordered pair).
+
+    The pair lists hold (i, j) together with (j, i) (a distance criterion is symmetric).
+    """
+    with torch.no_grad():
+        key = center * n_atoms + neighbor
+        order = torch.argsort(key)
+        reverse = order[torch.searchsorted(key[order], neighbor * n_atoms + center)]  # index of (j, i)
+        lower = center < neighbor
+        half = lower.nonzero().squeeze(-1)
+        slot = torch.cumsum(lower.long(), 0) - 1  # position among the i < j pairs
+        expand = torch.where(lower, slot, slot[reverse])
+    return half, expand
 
 
 def sphc_softmax_weights(chi: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor, n_in_molecule: torch.Tensor,
@@ -242,7 +266,8 @@ class So3krates(Representation):
         n_atoms = batch.z.shape[0]
         fcut = self.fcut(graph.dist)
         sph = self.sph(graph.vec)
-        rbf = self.rbf(graph.dist)
+        pair_half = unordered_pairs(graph.center, graph.neighbor, n_atoms)
+        rbf = self.rbf(graph.dist[pair_half[0]])
         f = self.embedding(batch.z)
         chi = self.initial_sphc(graph, fcut, sph, n_atoms)
         history = [chi]
@@ -252,7 +277,7 @@ class So3krates(Representation):
             if self.nonlocal_corrections:
                 w_sphc = fcut + sphc_softmax_weights(chi, graph.center, graph.neighbor, n_in_molecule,
                                                      self.chi_envelope)
-            f, chi = layer(f, chi, rbf, sph, graph.center, graph.neighbor, fcut, w_sphc)
+            f, chi = layer(f, chi, rbf, sph, graph.center, graph.neighbor, fcut, w_sphc, pair_half)
             history.append(chi)
         return f, history
 
