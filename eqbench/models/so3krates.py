@@ -108,13 +108,13 @@ class HeadAttention(nn.Module):
         self.W_v = nn.Parameter(torch.randn(shape) * bound) if values else None
 
     def project(self, f: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("nhd,hde->nhe", f.view(f.shape[0], self.n_heads, self.head_dim), weight)
+        """[N, F] → [N, F], the bias-free map of each head applied to its slice of f."""
+        heads = torch.einsum("nhd,hde->nhe", f.view(f.shape[0], self.n_heads, self.head_dim), weight)
+        return heads.reshape(f.shape[0], -1)
 
-    def forward(self, f, w, center, neighbor):
-        q = self.project(f, self.W_q)[center]
-        k = self.project(f, self.W_k)[neighbor]
-        alpha = (q * k * w.view(-1, self.n_heads, self.head_dim)).sum(-1) / math.sqrt(self.head_dim)  # [E, H]
-        return alpha
+    def head_indicator(self) -> torch.Tensor:
+        """[F, H] 0/1 matrix: which head each feature belongs to."""
+        return torch.repeat_interleave(torch.eye(self.n_heads), self.head_dim, dim=0)
 
 
 class So3kratesLayer(nn.Module):
@@ -131,6 +131,9 @@ class So3kratesLayer(nn.Module):
         self.feature_attention = HeadAttention(n_features, n_heads, values=True)
         self.sphc_attention = HeadAttention(n_features, n_deg, values=False)  # one head per degree: α^(l)
         self.coupling = CrossDegreeCoupling(degrees)
+        # f-ordered feature index → head, for the feature heads then the degree heads (α by one product)
+        indicator = torch.block_diag(self.feature_attention.head_indicator(), self.sphc_attention.head_indicator())
+        self.register_buffer("heads", indicator, persistent=False)
         self.phi_12 = nn.Linear(n_features + 2 * n_deg, n_features + n_deg)
         self.phi_3 = nn.Linear(n_deg, n_deg)
 
@@ -144,15 +147,19 @@ class So3kratesLayer(nn.Module):
         n_atoms = f.shape[0]
         half, expand = pair_half
         chi_dist = self.norms(chi[neighbor[half]] - chi[center[half]])  # [P/2, |L|] per-degree SPHC distances
+        F, att_f, att_c = self.n_features, self.feature_attention, self.sphc_attention
         w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)[expand]
-        w_f, w_c = w[:, : self.n_features], w[:, self.n_features:]
-        # Eq. 12 with Eqs. 15–16
-        att = self.feature_attention
-        alpha = att(f, w_f, center, neighbor)  # [P, H]
-        v = att.project(f, att.W_v)[neighbor]  # [P, H, F_h]
+        # Eq. 15 for both branches at once: [q_f | q_c]_i ⊙ [w_f | w_c]_ij ⊙ [k_f | k_c]_j summed per head
+        q = torch.cat([att_f.project(f, att_f.W_q), att_c.project(f, att_c.W_q)], dim=-1)[center]
+        kv = torch.cat([att_f.project(f, att_f.W_k), att_c.project(f, att_c.W_k), att_f.project(f, att_f.W_v)],
+                       dim=-1)[neighbor]
+        scores = (q * kv[:, : 2 * F] * w) @ self.heads.to(f.dtype)  # [P, H + |L|]
+        alpha = scores[:, : att_f.n_heads] / math.sqrt(att_f.head_dim)  # feature heads
+        alpha_l = scores[:, att_f.n_heads:] / math.sqrt(att_c.head_dim)  # one head per degree: α^(l)
+        # Eq. 12: Σ_j φ_rcut α_ij v_j per head
+        v = kv[:, 2 * F:].view(-1, att_f.n_heads, att_f.head_dim)
         df = segment_sum((w_feature[:, None] * alpha)[:, :, None] * v, center, n_atoms).reshape(n_atoms, -1)
-        # Eqs. 13/14: α^(l) per degree
-        alpha_l = self.sphc_attention(f, w_c, center, neighbor)  # [P, |L|]
+        # Eqs. 13/14
         dchi = segment_sum(self.norms.expand(w_sphc[:, None] * alpha_l) * sph, center, n_atoms)
         f, chi = f + df, chi + dchi
         # Eqs. 17–19
