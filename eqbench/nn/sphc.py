@@ -80,11 +80,12 @@ class CrossDegreeCoupling(nn.Module):
             o += 2 * l + 1
         self.m_tot = o
         self.paths = coupling_paths(self.degrees)
-        blocks = torch.zeros(len(self.paths), o, o, o, dtype=torch.float64)
-        for p, (l1, l2, l) in enumerate(self.paths):
-            a, b, c = offsets[l1], offsets[l2], offsets[l]
-            w3j = o3.wigner_3j(l1, l2, l, dtype=torch.float64)
-            blocks[p, a:a + 2 * l1 + 1, b:b + 2 * l2 + 1, c:c + 2 * l + 1] = w3j
+        with torch.device("cpu"):  # real numbers even when the module is built on the meta device
+            blocks = torch.zeros(len(self.paths), o, o, o, dtype=torch.float64)
+            for p, (l1, l2, l) in enumerate(self.paths):
+                a, b, c = offsets[l1], offsets[l2], offsets[l]
+                w3j = o3.wigner_3j(l1, l2, l, dtype=torch.float64)
+                blocks[p, a:a + 2 * l1 + 1, b:b + 2 * l2 + 1, c:c + 2 * l + 1] = w3j
         # Kept in float64 outside the module's buffers, so that .float() then .double() cannot round it.
         self._blocks64 = blocks.reshape(len(self.paths), o * o, o)
         self._blocks: torch.Tensor | None = None
