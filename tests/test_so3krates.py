@@ -11,9 +11,11 @@ zero χ⁰ and the different invariants would still make every energy differ. Th
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from e3nn import o3
 
 from eqbench.batch import Batch
@@ -381,3 +383,36 @@ def test_loop_reference_matches_model(name):
         assert torch.allclose(chi, chi_ref, atol=1e-10, rtol=0)
     assert abs(float(model(batch)["energy"][0] - e_ref)) < 1e-10
     assert chis[-1].abs().max() > 1e-2 and f.abs().max() > 1e-2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shipped configs and sweep specs
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["so3krates_cumulene", "so3krates_md17"])
+def test_configs_build_their_models(name):
+    from eqbench.task import AtomisticTask
+
+    model = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())["model"]
+    init = model["representation"]["init_args"]
+    rep = create("so3krates", **init)
+    task = AtomisticTask(rep, targets=model["targets"],
+                         **{k: v for k, v in model.items() if k not in ("representation", "targets")})
+    assert {t.name for t in task.targets} == {"energy", "forces"}
+    assert rep.nonlocal_corrections == (name == "so3krates_cumulene")
+    assert (rep.cutoff, rep.n_interactions) == ((2.5, 4) if name == "so3krates_cumulene" else (5.0, 6))
+
+
+@pytest.mark.parametrize("name", ["so3krates_cumulene", "so3krates_lmax"])
+def test_sweep_reports_parse_with_their_factors(name):
+    from eqbench.report.spec import parse_report
+    from eqbench.sweep.spec import load_spec
+
+    raw = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())
+    for profile in [None, *raw["profiles"]]:
+        spec = load_spec(ROOT / "sweeps" / f"{name}.yaml", profile)
+        report = parse_report(spec.report, name, {f.name for f in spec.grid})
+        assert report.findings, "findings are stated before the results"

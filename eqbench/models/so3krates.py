@@ -48,8 +48,11 @@ init_so3krates, by the paper's first author):
   the cutoff: the model is smooth at r_cut as long as every atom keeps at least one neighbour.
 
 Parameters (``eqbench.models.count_parameters``, with eqbench's F → F/2 → 1 energy head): the defaults give
-576,709 (F 132, 6 layers, degrees {1,2,3}, 32 basis functions). The paper's Tab. 1 quotes ~700k for its
-MD17 models without listing their hyperparameters.
+601,375 (F 132, 6 layers, degrees {1, 2, 3}, 32 basis functions; 592,530 without the head). The paper's
+Tab. 1 quotes ~700k for its MD17 models without listing their hyperparameters. At F 132, 3 layers,
+degrees {1, 2, 3}, 4 heads and 32 basis functions eqbench has 311,776 parameters and so3krates-torch 0.2.1
+321,825 (its 118 one-hot element rows and 132 → 132 → 1 energy head against eqbench's 101 rows and
+132 → 66 → 1 head make up most of the difference; its interaction layer has no χ̃ inputs).
 
 so3krates-torch 0.2.1 (the PyTorch port of the later So3krates of Frank et al., Nat. Commun. 2024) cannot
 take these weights. Its layer has no cross-degree coupling χ̃ (Eq. 19, and so no φ_3 and no ‖χ̃‖ inputs),
