@@ -140,27 +140,30 @@ class So3kratesLayer(nn.Module):
         self.phi_12 = nn.Linear(n_features + 2 * n_deg, n_features + n_deg)
         self.phi_3 = nn.Linear(n_deg, n_deg)
 
-    def forward(self, f, chi, rbf, sph, center, neighbor, w_feature, w_sphc, pair_half):
+    def forward(self, f, chi, rbf, sph, center, neighbor, w_feature, w_sphc):
         """w_feature [P]: φ_rcut(r_ij); w_sphc [P]: φ_rcut(r_ij) (+ φ_χ̃cut(χ̃_ij) with non-local corrections).
 
+        The pairs come as (i, j) with i < j, then their reverses in the same order (:func:`pairs_then_reverses`).
         The filters w_ij are symmetric in i and j (they see r_ij and ‖χ_j^(l) − χ_i^(l)‖ only), so they are
-        computed once per unordered pair (``pair_half``: the pairs with i < j, and for every ordered pair the
-        index of its unordered one; ``rbf`` is given on the unordered pairs) and gathered for both directions.
+        computed on the first half (``rbf`` is given for it) and serve both directions.
         """
-        n_atoms = f.shape[0]
-        half, expand = pair_half
-        chi_dist = self.norms(chi[neighbor[half]] - chi[center[half]])  # [P/2, |L|] per-degree SPHC distances
+        n_atoms, n_pairs = f.shape[0], center.shape[0]
+        half = n_pairs // 2
+        chi_dist = self.norms(chi[neighbor[:half]] - chi[center[:half]])  # [P/2, |L|] per-degree SPHC distances
         F, att_f, att_c = self.n_features, self.feature_attention, self.sphc_attention
-        w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)[expand]
+        w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)  # [P/2, 2F]
         # Eq. 15 for both branches at once: [q_f | q_c]_i ⊙ [w_f | w_c]_ij ⊙ [k_f | k_c]_j summed per head
         q = torch.cat([att_f.project(f, att_f.W_q), att_c.project(f, att_c.W_q)], dim=-1)[center]
         kv = torch.cat([att_f.project(f, att_f.W_k), att_c.project(f, att_c.W_k), att_f.project(f, att_f.W_v)],
                        dim=-1)[neighbor]
-        scores = (q * kv[:, : 2 * F] * w) @ self.heads.to(f.dtype)  # [P, H + |L|]
-        alpha = scores[:, : att_f.n_heads] / math.sqrt(att_f.head_dim)  # feature heads
-        alpha_l = scores[:, att_f.n_heads:] / math.sqrt(att_c.head_dim)  # one head per degree: α^(l)
+        # torch.split, not slicing: the backward of a slice fills a zero tensor of the whole input
+        k, v = torch.split(kv, [2 * F, F], dim=-1)
+        qkw = ((q * k).view(2, half, 2 * F) * w).view(n_pairs, 2 * F)
+        alpha, alpha_l = torch.split(qkw @ self.heads.to(f.dtype), [att_f.n_heads, att_c.n_heads], dim=-1)
+        alpha = alpha / math.sqrt(att_f.head_dim)  # feature heads
+        alpha_l = alpha_l / math.sqrt(att_c.head_dim)  # one head per degree: α^(l)
         # Eq. 12: Σ_j φ_rcut α_ij v_j per head
-        v = kv[:, 2 * F:].view(-1, att_f.n_heads, att_f.head_dim)
+        v = v.reshape(-1, att_f.n_heads, att_f.head_dim)
         df = segment_sum((w_feature[:, None] * alpha)[:, :, None] * v, center, n_atoms).reshape(n_atoms, -1)
         # Eqs. 13/14
         dchi = segment_sum(self.norms.expand(w_sphc[:, None] * alpha_l) * sph, center, n_atoms)
@@ -169,25 +172,24 @@ class So3kratesLayer(nn.Module):
         chi_tilde = self.coupling(chi)
         norms_tilde = self.norms(chi_tilde)
         phi = self.phi_12(torch.cat([f, self.norms(chi), norms_tilde], dim=-1))
-        phi_1, phi_2 = phi[:, : self.n_features], phi[:, self.n_features:]
+        phi_1, phi_2 = torch.split(phi, [self.n_features, phi.shape[-1] - self.n_features], dim=-1)
         chi = chi + self.norms.expand(phi_2) * chi + self.norms.expand(self.phi_3(norms_tilde)) * chi_tilde
         return f + phi_1, chi
 
 
-def unordered_pairs(center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices of the ordered pairs with i < j, index into those of every ordered pair's unordered pair).
+def pairs_then_reverses(graph: Graph, n_atoms: int) -> Graph:
+    """The same pairs reordered as [(i, j) with i < j …, then (j, i) in the same order …].
 
-    The pair lists hold (i, j) together with (j, i) (a distance criterion is symmetric).
+    A distance criterion is symmetric, so the list holds (j, i) for every (i, j); in this order the second
+    half of any per-pair quantity that is symmetric in i and j is a copy of the first half.
     """
     with torch.no_grad():
-        key = center * n_atoms + neighbor
+        key = graph.center * n_atoms + graph.neighbor
         order = torch.argsort(key)
-        reverse = order[torch.searchsorted(key[order], neighbor * n_atoms + center)]  # index of (j, i)
-        lower = center < neighbor
-        half = lower.nonzero().squeeze(-1)
-        slot = torch.cumsum(lower.long(), 0) - 1  # position among the i < j pairs
-        expand = torch.where(lower, slot, slot[reverse])
-    return half, expand
+        lower = (graph.center < graph.neighbor).nonzero().squeeze(-1)
+        reverse = order[torch.searchsorted(key[order], graph.neighbor[lower] * n_atoms + graph.center[lower])]
+        index = torch.cat([lower, reverse])
+    return Graph(graph.center[index], graph.neighbor[index], graph.vec[index], graph.dist[index])
 
 
 def sphc_softmax_weights(chi: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor, n_in_molecule: torch.Tensor,
@@ -272,12 +274,11 @@ class So3krates(Representation):
 
     def run(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final features f and the SPHCs χ after initialisation and after every layer."""
-        graph = self.pairs(batch)
         n_atoms = batch.z.shape[0]
+        graph = pairs_then_reverses(self.pairs(batch), n_atoms)
         fcut = self.fcut(graph.dist)
         sph = self.sph(graph.vec)
-        pair_half = unordered_pairs(graph.center, graph.neighbor, n_atoms)
-        rbf = self.rbf(graph.dist[pair_half[0]])
+        rbf = self.rbf(graph.dist[: graph.dist.shape[0] // 2])
         f = self.embedding(batch.z)
         chi = self.initial_sphc(graph, fcut, sph, n_atoms)
         history = [chi]
@@ -287,7 +288,7 @@ class So3krates(Representation):
             if self.nonlocal_corrections:
                 w_sphc = fcut + sphc_softmax_weights(chi, graph.center, graph.neighbor, n_in_molecule,
                                                      self.chi_envelope)
-            f, chi = layer(f, chi, rbf, sph, graph.center, graph.neighbor, fcut, w_sphc, pair_half)
+            f, chi = layer(f, chi, rbf, sph, graph.center, graph.neighbor, fcut, w_sphc)
             history.append(chi)
         return f, history
 
