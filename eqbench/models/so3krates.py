@@ -56,13 +56,12 @@ degrees {1, 2, 3}, 4 heads and 32 basis functions eqbench has 311,776 parameters
 
 so3krates-torch 0.2.1 (the PyTorch port of the later So3krates of Frank et al., Nat. Commun. 2024) cannot
 take these weights. Its layer has no cross-degree coupling χ̃ (Eq. 19, and so no φ_3 and no ‖χ̃‖ inputs),
-no non-local term (Eq. 14), initialises χ to zero instead of Eq. 11, measures SPHC distances with the
-Clebsch-Gordan-weighted squared norm Σ_m C^{l l 0}_{m m 0} (χ_j − χ_i)_m² instead of the L2 norm, ends its
-spherical-filter MLP with an activation-free layer from F/4 to F but feeds it that CG invariant, divides
-attention by the average neighbour count instead of √F_head, and embeds one-hot elements through a bias-free
-linear layer divided by √(number of embeddings). Its feature-branch attention with a value map and its
-single dense interaction layer do match the structure above; the parameter count for the same width and
-depth is reported next to eqbench's in ``benchmarks/so3krates_speed.py``.
+no non-local term (Eq. 14), initialises χ to zero instead of Eq. 11, feeds its spherical filter the
+Clebsch-Gordan-weighted squared norms Σ_m C^{l l 0}_{m m 0} (χ_j − χ_i)_m² instead of the L2 distances of
+Eq. 15, divides attention by the average neighbour count instead of √F_head, and embeds one-hot elements
+through a bias-free linear layer divided by √(number of embeddings). Its attention (per-head query, key and
+value maps, one head per degree for χ) and its single dense interaction layer do have the structure above;
+the parameter counts for equal hyperparameters are compared above and in ``benchmarks/so3krates_speed.py``.
 """
 
 from __future__ import annotations
