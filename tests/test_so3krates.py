@@ -312,7 +312,7 @@ def reference(model, batch):
                     continue
                 in_N = j in N[i]
                 nonlocal_w = chi_w.get((i, j), torch.zeros((), dtype=torch.float64))
-                if not in_N and float(nonlocal_w) == 0.0:
+                if not in_N and float(nonlocal_w.detach()) == 0.0:
                     continue
                 chi_ij = torch.stack([(chi[j][l] - chi[i][l]).norm() for l in degrees])  # Eq. 15
                 e = rbf(dist[i, j])
