@@ -9,10 +9,12 @@ from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
 from eqbench.models.e3nn_nets import E3nnNet, L0Net, L0NetDeep, L1Net
 from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
+from eqbench.models.so3krates import So3krates
 
 MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
 MODELS["painn"] = PaiNN
 MODELS.update({"e3nn": E3nnNet, "l1net": L1Net, "l0net": L0Net, "l0net_deep": L0NetDeep})
+MODELS["so3krates"] = So3krates
 
 
 def register(name: str):

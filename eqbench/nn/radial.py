@@ -6,6 +6,8 @@
 - :class:`SincRBF`      PaiNN Eq. (8) filter basis: sin(nπ d/c) / d, n = 1…n_rbf (no prefactor).
 - :class:`CosineSquaredRBF`  Miller et al. (e3nn L0/L1Net) Eq. (2): cos²(π/2 (d − μ_k)/Δ) for |d − μ_k| ≤ Δ,
                         centres μ_k evenly spaced on [0, r_max] with spacing Δ.
+- :class:`ExpNormalRBF` PhysNet basis exp(-β (e^(-d) - μ_k)²), μ_k evenly spaced on [e^(-c), 1],
+                        β = (2 (1 - e^(-c)) / n_rbf)^(-2) (So3krates' reference implementation, "phys").
 """
 
 from __future__ import annotations
@@ -98,7 +100,22 @@ class CosineSquaredRBF(nn.Module):
         return torch.cos(0.5 * math.pi * x).pow(2) * (x.abs() <= 1).to(dist.dtype)
 
 
-RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF, "cos2": CosineSquaredRBF}
+class ExpNormalRBF(nn.Module):
+    """PhysNet's basis exp(-β (exp(-d) - μ_k)²) without a cutoff factor (the models apply their own cutoff)."""
+
+    def __init__(self, n_rbf: int = 32, cutoff: float = 5.0):
+        super().__init__()
+        self.beta = (2.0 / n_rbf * (1.0 - math.exp(-cutoff))) ** -2
+        self.n_rbf, self.cutoff = n_rbf, cutoff
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        # Centres made in the input's dtype (a float32 buffer cast to float64 would carry float32 rounding).
+        centers = torch.linspace(math.exp(-self.cutoff), 1.0, self.n_rbf, dtype=dist.dtype, device=dist.device)
+        return torch.exp(-self.beta * (torch.exp(-dist)[..., None] - centers) ** 2)
+
+
+RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF, "sinc": SincRBF, "cos2": CosineSquaredRBF,
+                "expnormal": ExpNormalRBF}
 
 
 def radial_basis(name: str, n_rbf: int, cutoff: float, **kwargs) -> nn.Module:
