@@ -182,7 +182,9 @@ def data_prepare(args) -> int:
                           f"not to the file {args.source}")
     if args.out is None:
         raise ConfigError(f"--out is required to prepare the file {args.source}")
-    units = parse_key_values(args.units, "--units", "NAME=UNIT")
+    from eqbench.units import check_units
+
+    units = check_units(parse_key_values(args.units, "--units", "NAME=UNIT"), "--units")
     dataset = read(args.source, format=args.format, units=units, properties=args.properties,
                    distance_unit=args.distance_unit)
     fp = write_cache(dataset, args.out)
