@@ -65,8 +65,8 @@ def open_existing_study(spec: SweepSpec, storage_url: str) -> optuna.Study:
     return open_study(spec, open_storage(storage_url, heartbeat=None), create=False)
 
 
-STORAGE_FORMS = ("sqlite:///PATH (the default, beside the runs)", "postgresql://USER@HOST[:PORT]/DB (psycopg2)",
-                 "postgresql+DRIVER://...", "mysql+pymysql://USER@HOST[:PORT]/DB")
+STORAGE_FORMS = ("sqlite:///PATH (the default, beside the runs)", "postgresql+psycopg2://USER@HOST[:PORT]/DB",
+                 "postgresql+DRIVER://... (psycopg, pg8000)", "mysql+pymysql://USER@HOST[:PORT]/DB")
 
 
 def check_storage_url(url: str) -> str:
@@ -88,7 +88,7 @@ def check_storage_url(url: str) -> str:
     try:
         dialect.import_dbapi()
     except ImportError as err:
-        hint = " (pip install psycopg2-binary)" if "psycopg2" in str(err) else ""
+        hint = " (pip install psycopg2-binary and use postgresql+psycopg2://...)" if "psycopg" in str(err) else ""
         raise ConfigError(f"storage {redact(url)!r}: database driver missing ({err}){hint}; install it or use one "
                           f"of: {forms}") from None
     return url
