@@ -30,6 +30,7 @@ from eqbench.task import AtomisticTask
 from eqbench.tracking import (
     RUN_DIR_ENV,
     PredictionWriter,
+    ResumableCSVLogger,
     RunDirectory,
     RunOptions,
     SafeWandbLogger,
@@ -63,7 +64,17 @@ class SaveOnInterrupt(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, to resume
+
+
+class FlushMetricsCSV(Callback):
+    """Writes metrics.csv out at the start of every epoch (Lightning buffers 100 steps), so a run killed with
+    SIGKILL has the rows of every finished epoch, and its resumed learning curve continues without a gap."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
+                logger.save()
 
 
 class EqbenchCLI(LightningCLI):
@@ -119,6 +130,7 @@ class EqbenchCLI(LightningCLI):
         callbacks = [init[key] for key in self._parser(self.subcommand).callback_keys]
         callbacks.append(RunDirectory(run_dir))
         callbacks.append(SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt"))
+        callbacks.append(FlushMetricsCSV())
         if not trainer_config.get("plugins"):
             trainer_config["plugins"] = [atomic_checkpoint_io()]
         if self.subcommand == "predict":
