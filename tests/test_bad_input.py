@@ -4,8 +4,11 @@ leaves nothing half-written."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -89,15 +92,58 @@ def test_random_bytes_as_hdf5(tmp_path):
     only(tmp_path, "noise.h5")  # no split directory made for a file that could not be read
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def _read_as_nobody(path: Path) -> tuple[int, str]:
+    """read_cache(path) in a forked child that dropped root's privileges (uid/gid 65534): (exit code, message)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                read_cache(path)
+                code = 0
+            except DataError as err:
+                os.write(write_end, str(err).encode())
+                code = 3
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file permissions")
 def test_unreadable_file(cache_file):
-    cache_file.chmod(0)
+    if os.geteuid() != 0:
+        cache_file.chmod(0)
+        try:
+            with pytest.raises(DataError) as err:
+                read_cache(cache_file)
+            assert_helpful(err.value, cache_file)
+        finally:
+            cache_file.chmod(0o644)
+        return
+    # Root reads any file: read it as an unprivileged user instead, from a directory that user may enter
+    # (pytest's base directory is private to root), so that the file's own permissions refuse it.
+    directory = Path(tempfile.mkdtemp(prefix="eqbench-unreadable-"))
     try:
-        with pytest.raises(DataError) as err:
-            read_cache(cache_file)
-        assert_helpful(err.value, cache_file)
+        directory.chmod(0o755)
+        path = directory / cache_file.name
+        path.write_bytes(cache_file.read_bytes())
+        path.chmod(0)
+        code, message = _read_as_nobody(path)
+        assert code == 3, message
+        assert "Permission denied" in message
+        assert_helpful(DataError(message), path)
+        path.chmod(0o644)
+        assert _read_as_nobody(path) == (0, "")  # readable again: the permissions were the only obstacle
     finally:
-        cache_file.chmod(0o644)
+        shutil.rmtree(directory)
 
 
 def test_hdf5_that_is_not_a_cache(tmp_path):
