@@ -108,7 +108,7 @@ class EqbenchCLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise ConfigError(describe_config_error(str(err), files, argv[0] if argv else "fit")) from None
+            raise ConfigError(describe_config_error(str(err), files, argv[0] if argv else "fit", argv)) from None
 
     # ------------------------------------------------------------------ trainer with run directory
     def instantiate_trainer(self, **kwargs):
@@ -200,7 +200,7 @@ def config_files(argv: list[str]) -> list[Path]:
     return files
 
 
-def describe_config_error(message: str, files: list[Path], verb: str) -> str:
+def describe_config_error(message: str, files: list[Path], verb: str, argv: list[str] = ()) -> str:
     """jsonargparse's (multi-line) message as one line that names the file, line and column of the key."""
     keys = re.findall(r'Parser key "([^"]+)"', message)
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -213,6 +213,9 @@ def describe_config_error(message: str, files: list[Path], verb: str) -> str:
     candidates = [".".join(keys)]
     if len(keys) > 1:
         candidates.insert(0, ".".join([keys[0], "init_args", *keys[1:]]))
+    given = [key for key in candidates if any(token.split("=", 1)[0] == f"--{key}" for token in argv)]
+    if given:  # the value came from the command line, which overrides the files
+        return f"command line: --{given[0]}: {detail}; fix the value (eqbench {verb} --help lists the options)"
     for path in reversed(files):  # later files override earlier ones
         for key in candidates:
             found = locate(path, key)
