@@ -146,7 +146,7 @@ class EqbenchCLI(LightningCLI):
         return self._instantiate_trainer(trainer_config, callbacks)
 
     # ------------------------------------------------------------------ subcommand hooks
-    def _default_weights_only(self) -> None:
+    def _before_reading_checkpoint(self) -> None:
         # Checkpoints hold tensors and plain types only; never unpickle arbitrary objects.
         cfg = self.config_init[self.subcommand]
         if "weights_only" in cfg and cfg["weights_only"] is None:
@@ -159,7 +159,7 @@ class EqbenchCLI(LightningCLI):
             check_fits(checkpoint, self.model, ckpt_path)
             self._checkpoint = None
 
-    before_fit = before_validate = before_test = before_predict = _default_weights_only
+    before_fit = before_validate = before_test = before_predict = _before_reading_checkpoint
 
     def after_fit(self):
         if not self.run_options.test_after_fit or self.trainer.interrupted:
