@@ -8,7 +8,9 @@ with YAML configs (configs/); the other verbs are plain argparse commands.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 
 TRAINING_VERBS = {
@@ -17,6 +19,7 @@ TRAINING_VERBS = {
     "test": "evaluate a checkpoint on the test split",
     "predict": "predict with a checkpoint",
 }
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 OTHER_VERBS = {
     "data": "prepare, inspect and generate datasets (prepare | info | generate)",
     "evaluate": "evaluate a trained run (profile: rotor energy profile)",
@@ -57,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"eqbench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk, not the input: full, over a file-size limit or quota, read-only
+        if err.errno not in WRITE_ERRNOS or os.environ.get("EQBENCH_DEBUG"):
+            raise
+        print(f"eqbench: error: could not write {err.filename or 'a file'}: {err.strerror}; free disk space (or raise "
+              f"the file-size limit) and run the command again (files are written aside and renamed, so finished "
+              f"ones are intact)", file=sys.stderr)
+        return 2
     print(f"eqbench: unknown verb {verb!r}\n", file=sys.stderr)
     _print_overview()
     return 2
@@ -64,9 +74,16 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- training verbs
 def run_training(argv: list[str] | None):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from eqbench.training_cli import EqbenchCLI
 
-    return EqbenchCLI(args=argv)
+    try:
+        return EqbenchCLI(args=argv)
+    except SIGTERMException:  # last.ckpt is written (training_cli.SaveOnInterrupt); exit as a terminated process
+        print("eqbench: stopped by SIGTERM; checkpoints/last.ckpt of the run directory holds the step reached: "
+              "resume with --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 # ---------------------------------------------------------------------- other verbs
@@ -203,7 +220,9 @@ def data_prepare(args) -> int:
                           f"not to the file {args.source}")
     if args.out is None:
         raise ConfigError(f"--out is required to prepare the file {args.source}")
-    units = parse_key_values(args.units, "--units", "NAME=UNIT")
+    from eqbench.units import check_units
+
+    units = check_units(parse_key_values(args.units, "--units", "NAME=UNIT"), "--units")
     dataset = read(args.source, format=args.format, units=units, properties=args.properties,
                    distance_unit=args.distance_unit)
     fp = write_cache(dataset, args.out)

@@ -30,3 +30,7 @@ class ConfigError(EqbenchError):
 
 class GenerationError(EqbenchError):
     """Reference-data generation failed."""
+
+
+class StorageError(EqbenchError):
+    """A file could not be written (disk full, file-size limit, read-only file system)."""

@@ -330,17 +330,20 @@ def load_task(run_dir: str | Path, checkpoint: str = "best"):
 
     ``checkpoint`` is ``best``, ``last`` or the path of a ``.ckpt`` file (trained with this run's config).
     """
-    import torch
-    import yaml
     from jsonargparse import ArgumentParser
 
+    from eqbench.checkpoints import load_weights
     from eqbench.task import AtomisticTask
+    from eqbench.yamlfiles import load_yaml
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; is {run_dir} an eqbench run directory?")
-    config = yaml.safe_load(config_path.read_text())
+    config = load_yaml(config_path, "run config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"{config_path} is not a run config (no 'model' section); is {run_dir} an eqbench run "
+                          f"directory?")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(AtomisticTask, "model")
     task = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
@@ -348,8 +351,7 @@ def load_task(run_dir: str | Path, checkpoint: str = "best"):
     ckpt = Path(checkpoint) if is_path else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found; choose 'best' or 'last', or train the run first")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    task.load_state_dict(state["state_dict"])
+    load_weights(ckpt, task)
     return task.eval()
 
 

@@ -4,8 +4,11 @@ leaves nothing half-written."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -89,15 +92,58 @@ def test_random_bytes_as_hdf5(tmp_path):
     only(tmp_path, "noise.h5")  # no split directory made for a file that could not be read
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def _read_as_nobody(path: Path) -> tuple[int, str]:
+    """read_cache(path) in a forked child that dropped root's privileges (uid/gid 65534): (exit code, message)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                read_cache(path)
+                code = 0
+            except DataError as err:
+                os.write(write_end, str(err).encode())
+                code = 3
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file permissions")
 def test_unreadable_file(cache_file):
-    cache_file.chmod(0)
+    if os.geteuid() != 0:
+        cache_file.chmod(0)
+        try:
+            with pytest.raises(DataError) as err:
+                read_cache(cache_file)
+            assert_helpful(err.value, cache_file)
+        finally:
+            cache_file.chmod(0o644)
+        return
+    # Root reads any file: read it as an unprivileged user instead, from a directory that user may enter
+    # (pytest's base directory is private to root), so that the file's own permissions refuse it.
+    directory = Path(tempfile.mkdtemp(prefix="eqbench-unreadable-"))
     try:
-        with pytest.raises(DataError) as err:
-            read_cache(cache_file)
-        assert_helpful(err.value, cache_file)
+        directory.chmod(0o755)
+        path = directory / cache_file.name
+        path.write_bytes(cache_file.read_bytes())
+        path.chmod(0)
+        code, message = _read_as_nobody(path)
+        assert code == 3, message
+        assert "Permission denied" in message
+        assert_helpful(DataError(message), path)
+        path.chmod(0o644)
+        assert _read_as_nobody(path) == (0, "")  # readable again: the permissions were the only obstacle
     finally:
-        cache_file.chmod(0o644)
+        shutil.rmtree(directory)
 
 
 def test_hdf5_that_is_not_a_cache(tmp_path):
@@ -401,3 +447,236 @@ def test_killed_prepare_is_rebuilt_and_never_used(tmp_path, capsys):
     assert len(ds) == 7 and set(ds.properties) == {"energy", "forces"}
     np.testing.assert_allclose(ds.properties["forces"].values, np.concatenate(props["forces"]), atol=1e-7)
     only(out.parent, "frames.h5")
+
+
+# ---------------------------------------------------------------------- units
+def test_unknown_unit_is_refused_where_units_enter(tmp_path, capsys, cache_file):
+    tmp_path = tmp_path / "units"
+    tmp_path.mkdir()
+    frames = [Atoms("H2", positions=[[0, 0, 0], [0.0, 0, 0.74 + 0.01 * b]], info={"energy": -1.0 - b})
+              for b in range(3)]
+    src = tmp_path / "frames.extxyz"
+    write(src, frames, format="extxyz")
+    # --units on the command line: refused before anything is read or written, with the known units listed
+    assert prepare(src, tmp_path / "out.h5", "--units", "energy=furlongs") == 2
+    error = capsys.readouterr().err
+    assert error.startswith("eqbench: error: --units energy: unknown unit 'furlongs'") and error.count("\n") == 1
+    assert "kcal/mol" in error and "eV/Å" in error and "Bohr" in error
+    only(tmp_path, "frames.extxyz")
+    # the Python API (the dataset boundary every reader goes through)
+    for bad in ("furlongs", "eV/", "kcal//mol", "(eV", "ev"):
+        with pytest.raises(DataError) as err:
+            read(src, units={"energy": bad})
+        assert_helpful(err.value, src, "'energy'", repr(bad))
+    # a cache whose metadata holds an unknown unit (written by something else, or edited)
+    with h5py.File(cache_file, "r+") as f:
+        name = sorted(f["properties"])[0]
+        f["properties"][name].attrs["unit"] = "furlongs"
+    with pytest.raises(DataError) as err:
+        read_cache(cache_file)
+    assert_helpful(err.value, cache_file, repr(name), "'furlongs'")
+
+
+@pytest.mark.parametrize("unit", ["eV", "meV", "kcal/mol", "kcal/mol/Å", "eV/Å", "eV/Ang", "Hartree/Bohr", "Debye",
+                                  "D", "a0^3", "a0 a0 a0", "Bohr^3", "cal/(mol K)", "cal/mol/K", "GHz", "deg",
+                                  "e*Å", "fs", ""])
+def test_units_eqbench_and_schnetpack_write_are_known(unit):
+    from eqbench.units import check_unit
+
+    assert check_unit(unit, "test") == unit
+
+
+# ---------------------------------------------------------------------- model hyperparameters
+BAD_HYPERPARAMETERS = [("cutoff", -1.0), ("cutoff", 0), ("cutoff", float("nan")), ("cutoff", float("inf")),
+                       ("cutoff", "abc"), ("n_features", 0), ("n_features", 2.5), ("n_features", True),
+                       ("n_interactions", 0), ("n_rbf", -3), ("lmax", -1), ("lmax", 1.5), ("max_z", 0)]
+
+
+def _model_names():
+    from eqbench.models import MODELS
+
+    return sorted(MODELS)
+
+
+@pytest.mark.parametrize("model", _model_names())
+def test_every_model_refuses_hyperparameters_out_of_range(model):
+    import inspect
+
+    from eqbench.models import MODELS, create
+
+    accepted = inspect.signature(MODELS[model].__init__).parameters
+    tried = 0
+    for name, value in BAD_HYPERPARAMETERS:
+        if name not in accepted:
+            continue
+        tried += 1
+        with pytest.raises(ModelError) as err:
+            create(model, **{name: value})
+        assert_helpful(err.value, MODELS[model].__name__, f"{name}={value!r}", "must be")
+    assert tried >= 5, f"{model} takes few of the common hyperparameters: {list(accepted)}"
+
+
+def test_a_new_model_gets_the_checks_without_writing_any():
+    from eqbench.models import Representation
+    from eqbench.models.base import Range
+
+    class Toy(Representation):
+        hyperparameter_ranges = {"n_heads": Range(integer=True, minimum=2)}
+
+        def __init__(self, n_features: int = 4, cutoff: float = 2.0, lmax: int = 1, n_heads: int = 2, **extra):
+            super().__init__()
+            self.n_features, self.cutoff = n_features, cutoff
+
+    assert Toy(cutoff=3.0, lmax=0).cutoff == 3.0
+    for kwargs, named in (({"cutoff": 0.0}, "cutoff=0.0"), ({"lmax": -1}, "lmax=-1"), ({"n_heads": 1}, "n_heads=1"),
+                          ({"n_rbf": 0}, "n_rbf=0")):  # n_rbf arrives through **extra and is still checked
+        with pytest.raises(ModelError) as err:
+            Toy(**kwargs)
+        assert_helpful(err.value, "Toy", named)
+
+
+def _tiny_config(tmp_path, **changes) -> Path:
+    import copy
+
+    import yaml
+
+    from tests.sweep_fixtures import TINY_BASE
+    from tests.toy_data import toy_cache
+
+    if not (tmp_path / "toy.h5").is_file():
+        toy_cache(tmp_path, n_molecules=60)
+    config = copy.deepcopy(TINY_BASE)
+    config["data"]["path"] = str(tmp_path / "toy.h5")
+    config["run"]["dir"] = str(tmp_path / "run")
+    config["model"]["representation"]["init_args"].update(changes)
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("cutoff", [-1.0, 0.0, ".nan"])
+def test_config_with_an_impossible_cutoff_is_refused_before_training(tmp_path, capsys, cutoff):
+    config = _tiny_config(tmp_path, cutoff=cutoff if cutoff != ".nan" else float("nan"))
+    assert main(["fit", "--config", str(config)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("eqbench: error: SchNet: cutoff=") and "must be a finite number > 0" in error
+    assert not (tmp_path / "run").exists()  # refused at construction, nothing trained
+
+
+# ---------------------------------------------------------------------- YAML files: file, line and column
+@pytest.mark.parametrize("verb", ["fit", "validate", "test", "predict"])
+def test_config_that_is_not_yaml_names_file_line_and_column(tmp_path, capsys, verb):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  lr: 0.1\n  targets: [energy\ntrainer: {}\n")
+    assert main([verb, "--config", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"eqbench: error: {path}, line 4, column 8: not valid YAML") and "\n" not in error
+
+
+def test_config_with_a_wrong_type_names_file_line_and_column(tmp_path, capsys):
+    config = _tiny_config(tmp_path, cutoff="far")
+    assert main(["fit", "--config", str(config)]) == 2
+    error = capsys.readouterr().err.strip()
+    lines = config.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip().startswith("cutoff:"))
+    assert error.startswith(f"eqbench: error: {config}, line {line}, column ") and "\n" not in error
+    assert "model.representation.init_args.cutoff" in error and "far" in error
+    text = config.read_text().replace("lr: 0.001", "lr: fast").replace("cutoff: far", "cutoff: 3.0")
+    config.write_text(text)
+    assert main(["test", "--config", str(config)]) == 2
+    lr_line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip() == "lr: fast")
+    assert f"{config}, line {lr_line}, column 3: model.lr:" in capsys.readouterr().err
+
+
+def test_sweep_spec_and_report_section_errors_name_file_line_and_column(tmp_path, capsys):
+    import yaml
+
+    from eqbench.sweep.compose import load_config
+    from tests.sweep_fixtures import write_sweep
+
+    spec = write_sweep(tmp_path, {"model.representation.init_args.n_features": [6]}, seeds=[0])
+    body = yaml.safe_load(spec.read_text())
+    cases = [("name: x\ngrid: {a: [1, 2}\n", "line 2, column 16: not valid YAML"),
+             (yaml.safe_dump({**body, "seeds": "zero"}, sort_keys=False), "'seeds' must be"),
+             (yaml.safe_dump({**body, "report": {"tables": [{"name": "t", "rows": "nope"}]}}, sort_keys=False),
+              "report.tables[0]")]
+    for text, expected in cases:
+        spec.write_text(text)
+        for verb in (["sweep", "status"], ["sweep", "run"], ["report"]):
+            assert main([*verb, str(spec), "--runs-dir", str(tmp_path / "runs")]) == 2
+            error = capsys.readouterr().err.strip()
+            assert error.startswith(f"eqbench: error: {spec}, line ") and expected in error, error
+            assert "\n" not in error
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  lr: 1e-3\n trainer: {}\n")
+    with pytest.raises(EqbenchError) as err:
+        load_config(base)
+    assert str(err.value).startswith(f"{base}, line 3, column 2: not valid YAML")
+
+
+# ---------------------------------------------------------------------- sweep storage URLs
+@pytest.mark.parametrize("url", ["mysql+nope://x", "nonsense", "oracle://u@h/db", "postgresql+pg8000://u:secret@h/db"])
+def test_storage_url_that_cannot_be_used_is_one_line_with_the_supported_forms(tmp_path, capsys, url):
+    from tests.sweep_fixtures import write_sweep
+
+    spec = write_sweep(tmp_path, {"model.representation.init_args.n_features": [6]}, seeds=[0])
+    for verb in (["sweep", "status"], ["sweep", "run"], ["report"]):
+        assert main([*verb, str(spec), "--storage", url, "--runs-dir", str(tmp_path / "runs")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("eqbench: error: ") and "\n" not in error and "Traceback" not in error
+        assert "secret" not in error  # passwords are never printed
+        assert "sqlite:///PATH" in error and "postgresql+psycopg2://" in error, error
+
+
+# ---------------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    config = _tiny_config(tmp)
+    assert main(["fit", "--config", str(config)]) == 0
+    return tmp, config, tmp / "run"
+
+
+@pytest.mark.parametrize("verb", ["fit", "validate", "test", "predict"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_for_every_verb(trained, tmp_path, capsys, verb):
+    _, config, _ = trained
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    assert main([verb, "--config", str(config), "--ckpt_path", str(text), "--run.dir", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"eqbench: error: {text} is not a readable checkpoint") and "\n" not in error
+    assert "RUN/checkpoints/best.ckpt" in error
+
+
+def test_damaged_missing_and_foreign_checkpoints(trained, tmp_path, capsys):
+    import torch
+
+    from eqbench.tracking import load_model
+
+    directory, config, run_dir = trained
+    good = (run_dir / "checkpoints" / "best.ckpt").read_bytes()
+    truncated, pickled, foreign = tmp_path / "cut.ckpt", tmp_path / "other.ckpt", tmp_path / "foreign.ckpt"
+    truncated.write_bytes(good[: len(good) // 2])
+    torch.save({"weights": torch.zeros(3)}, pickled)
+    wide = _tiny_config(directory, n_features=12)
+    wide_run = tmp_path / "wide"
+    assert main(["fit", "--config", str(wide), "--run.dir", str(wide_run), "--trainer.max_epochs", "1",
+                 "--run.test_after_fit", "false"]) == 0
+    foreign.write_bytes((wide_run / "checkpoints" / "last.ckpt").read_bytes())
+    capsys.readouterr()
+    cases = [(truncated, "is not a readable checkpoint"), (pickled, "is not a Lightning checkpoint"),
+             (tmp_path / "missing.ckpt", "not found"), (tmp_path, "is not a file"),
+             (foreign, "was made for another model")]
+    for path, expected in cases:
+        assert main(["test", "--config", str(config), "--ckpt_path", str(path), "--run.dir", str(tmp_path / "r")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("eqbench: error: ") and str(path) in error and expected in error, error
+        assert "\n" not in error
+    # a run directory whose checkpoint was damaged: load_model says so
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(run_dir, copy_dir)
+    (copy_dir / "checkpoints" / "best.ckpt").write_bytes(good[:100])
+    with pytest.raises(EqbenchError) as err:
+        load_model(copy_dir)
+    assert str(copy_dir / "checkpoints" / "best.ckpt") in str(err.value)
+    assert load_model(run_dir) is not None

@@ -168,7 +168,8 @@ def test_report_section_errors_name_the_file_and_key(tmp_path):
     bad = {**SPEC, "report": {"tables": [{"name": "t", "rows": "model", "columns": [{"label": "x", "metric": "m"}]}]}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ConfigError, match=r"bad\.yaml: report\.tables\[0\]\.rows: 'model' is not a factor"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line \d+, column \d+: "
+                                          r"report\.tables\[0\]\.rows: 'model' is not a factor"):
         load_spec(path)
     bad["report"] = {"plots": [{"name": "p", "kind": "histogram"}]}
     path.write_text(yaml.safe_dump(bad))

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from eqbench.cli import main
 from eqbench.sweep.study import enqueue_missing_cells, open_storage, open_study
+from eqbench.sweep.trial import TRIAL_PID
 from tests.sweep_fixtures import assert_exactly_once, claim_race, load, wait_for, write_sweep
 
 PAINN = "eqbench.models.PaiNN"
@@ -109,6 +110,14 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited orphan may wait for its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="looks for leftover trial processes in /proc")
 def test_worker_killed_mid_trial_is_detected_and_its_cell_run_again(tmp_path):
     spec_path = write_sweep(tmp_path, {"model.representation.init_args.n_features": [8]}, seeds=[0, 1],
@@ -124,17 +133,21 @@ def test_worker_killed_mid_trial_is_detected_and_its_cell_run_again(tmp_path):
                                "--runs-dir", str(runs), "--storage", url], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
+        # trial.pid is written by the trial process itself once it has checked its worker (not by the worker
+        # before starting it), so the kill below always comes after the trial's start-up. A kill before it is
+        # tests/test_faults.py::test_a_trial_whose_worker_died_before_its_start_up_exits_without_training.
         def started_trial():
             running = study.get_trials(states=(TrialState.RUNNING,))
             return running and "run_dir" in running[0].user_attrs and \
-                (Path(running[0].user_attrs["run_dir"]) / "train.log").is_file() and running[0]
+                (Path(running[0].user_attrs["run_dir"]) / TRIAL_PID).is_file() and running[0]
 
-        victim = wait_for(started_trial, timeout=120, message="a trial to start")
+        victim = wait_for(started_trial, timeout=300, message="a trial to start")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    # The orphaned trial process notices and exits: a killed worker leaves no training behind.
-    wait_for(lambda: not _processes_mentioning(victim.user_attrs["run_dir"]), timeout=15,
+    trial_pid = int((Path(victim.user_attrs["run_dir"]) / TRIAL_PID).read_text())
+    # The orphaned trial process notices (within a second) and exits: a killed worker leaves no training behind.
+    wait_for(lambda: not _alive(trial_pid) and not _processes_mentioning(victim.user_attrs["run_dir"]), timeout=120,
              message="the orphaned trial process to exit")
     assert study.get_trials()[victim.number].state == TrialState.RUNNING  # as the kill left it
 

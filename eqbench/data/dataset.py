@@ -18,6 +18,7 @@ import torch
 from eqbench.batch import Batch
 from eqbench.errors import DataError, MissingPropertyError
 from eqbench.geometry import _segment_arange, radius_graph
+from eqbench.units import check_unit
 
 MAX_Z = 118
 # Two atoms closer than this are "at the same position": no real structure has them.
@@ -47,6 +48,8 @@ class AtomisticDataset:
         self.z = np.asarray(self.z, dtype=np.int64)
         self.pos = np.asarray(self.pos)
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        for name, prop in self.properties.items():  # every source (reader, cache, generator) passes here
+            check_unit(prop.unit, f"{self.source}: property {name!r}")
         if self.validate:
             check_molecules(self.z, self.pos, self.offsets, self.source)
             for name, prop in self.properties.items():

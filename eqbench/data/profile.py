@@ -196,12 +196,12 @@ class ProfileEvaluation(Callback):
 # ---------------------------------------------------------------------------------------------- CLI
 def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
     """(profile, angle_key) of a run: its ProfileEvaluation callback, else its data set's profile."""
-    import yaml
+    from eqbench.yamlfiles import load_yaml
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; pass --profile (e.g. ferrocene-profile) or check RUN_DIR")
-    config = yaml.safe_load(config_path.read_text()) or {}
+    config = load_yaml(config_path, "run config") or {}
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ProfileEvaluation"):

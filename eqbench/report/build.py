@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 
-from eqbench.errors import ConfigError
+from eqbench.errors import ConfigError, StorageError
 from eqbench.report import plots as plotting
 from eqbench.report.render import RENDERERS, to_markdown
 from eqbench.report.spec import Finding, PlotSpec, ReportSpec, parse_report
@@ -273,6 +273,10 @@ def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "te
         (work / "records.json").write_text(json.dumps([_portable(r) for r in records], indent=1, default=str))
         (work / "index.md").write_text(render_index(report, sweep, formats, command, spec.notes), encoding="utf-8")
         _swap_in(work, out)
+    except OSError as err:  # e.g. a full disk: the report was built aside, so the previous one is intact
+        raise StorageError(f"could not write report {out} ({err.strerror or err}"
+                           f"{': ' + str(err.filename) if err.filename else ''}); free disk space and run it again "
+                           f"(the previous report is kept)") from err
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report

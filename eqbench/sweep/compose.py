@@ -19,10 +19,9 @@ import inspect
 import json
 from pathlib import Path
 
-import yaml
-
 from eqbench.errors import ConfigError
 from eqbench.sweep.spec import SweepSpec, max_time_string
+from eqbench.yamlfiles import load_yaml
 
 SECTIONS = ("seed_everything", "ckpt_path", "trainer", "model", "data", "run")
 DEFAULT_TARGETS = [{"name": "energy"}, {"name": "forces"}]  # AtomisticTask's default
@@ -30,10 +29,7 @@ REPRESENTATION = "model.representation"
 
 
 def load_config(path: Path) -> dict:
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    config = load_yaml(path, "base config")
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a LightningCLI config is a mapping (model, data, trainer, ...)")
     return config

@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eqbench.errors import ConfigError
+from eqbench.yamlfiles import load_yaml, with_position
 
 SPEC_KEYS = {"name", "description", "base", "fixed", "grid", "space", "seeds", "objective", "match_params",
              "budget", "pruner", "heartbeat", "profiles", "report"}
@@ -198,12 +197,16 @@ def load_spec(path: str | Path, profile: str | None = None) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} not found; give the path of a YAML file (e.g. sweeps/quickstart.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    raw = load_yaml(path, "sweep spec")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep spec is a mapping with keys {sorted(SPEC_KEYS)}")
+    try:
+        return _validate(raw, path, profile)
+    except ConfigError as err:  # point at the line of the key the message names
+        raise ConfigError(with_position(str(err), path)) from err
+
+
+def _validate(raw: dict, path: Path, profile: str | None) -> SweepSpec:
     where = str(path)
     _check_known(raw, SPEC_KEYS, where)
     profiles = raw.get("profiles") or {}

@@ -65,8 +65,40 @@ def open_existing_study(spec: SweepSpec, storage_url: str) -> optuna.Study:
     return open_study(spec, open_storage(storage_url, heartbeat=None), create=False)
 
 
+STORAGE_FORMS = ("sqlite:///PATH (the default, beside the runs)", "postgresql+psycopg2://USER@HOST[:PORT]/DB",
+                 "postgresql+DRIVER://... (psycopg, pg8000)", "mysql+pymysql://USER@HOST[:PORT]/DB")
+
+
+def check_storage_url(url: str) -> str:
+    """``url`` when SQLAlchemy can open it with an installed driver (the forms in :data:`STORAGE_FORMS`);
+    else one :class:`ConfigError` naming the URL (password hidden) and the supported forms."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    forms = "; ".join(STORAGE_FORMS)
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError, TypeError) as err:
+        raise ConfigError(f"storage {redact(str(url))!r} is not a usable Optuna storage URL ({err}); use one of: "
+                          f"{forms}") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError(f"storage {redact(url)!r}: the {parsed.get_backend_name()} backend is not supported by "
+                          f"Optuna's RDB storage; use one of: {forms}")
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        hint = " (pip install psycopg2-binary and use postgresql+psycopg2://...)" if "psycopg" in str(err) else ""
+        raise ConfigError(f"storage {redact(url)!r}: database driver missing ({err}){hint}; install it or use one "
+                          f"of: {forms}") from None
+    return url
+
+
 def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.RDBStorage:
     """RDBStorage with heartbeats (workers) or without (the trial process reporting for the pruner)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    check_storage_url(url)
     sqlite = url.startswith("sqlite")
     if sqlite and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +116,10 @@ def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.RDBSt
         except ImportError as err:
             raise ConfigError(f"storage {redact(url)}: database driver missing ({err}); for PostgreSQL "
                               f"pip install psycopg2-binary") from err
+        except SQLAlchemyError as err:  # server unreachable, no such database, no permission
+            detail = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+            raise ConfigError(f"storage {redact(url)}: cannot open the database ({detail}); check that it exists "
+                              f"and is reachable, or use another --storage") from None
     if sqlite:
         _begin_immediate(storage.engine)
     return storage

@@ -48,7 +48,8 @@ class Terminated(Exception):
 class Outcome:
     state: TrialState
     value: float | None = None
-    kind: str | None = None  # fail_kind: error | nan | oom | timeout | killed | config | interrupted | duplicate
+    # fail_kind: error | nan | oom | timeout | killed | config | storage | interrupted | duplicate
+    kind: str | None = None
     reason: str | None = None
     attrs: dict = field(default_factory=dict)
 
@@ -202,8 +203,9 @@ class SweepWorker:
                    "trial_id": trial_id}
         env = {**os.environ, **self.trial_env, SWEEP_TRIAL_ENV: json.dumps(context)}
         with open(run_dir / TRIAL_LOG, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "eqbench.sweep.trial", str(run_dir)], stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)
+            # The trial exits at start-up if this worker is not its parent any more (see eqbench.sweep.trial).
+            proc = subprocess.Popen([sys.executable, "-m", "eqbench.sweep.trial", str(run_dir), str(os.getpid())],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
                 return proc.wait(timeout=self.hard_timeout_s), False
             except subprocess.TimeoutExpired:
