@@ -181,7 +181,7 @@ def check_objective(spec: SweepSpec, config: dict, where: str) -> None:
         if not any(isinstance(c, dict) and str(c.get("class_path", "")).endswith("ProfileEvaluation")
                    for c in callbacks):
             raise ConfigError(f"{where}: {metric} comes from profile.json, which needs the callback "
-                              f"eqbench.data.profile.ProfileEvaluation in trainer.callbacks")
+                              f"eqbench.evaluate.profile.ProfileEvaluation in trainer.callbacks")
         return
     name = metric.split("_", 1)[1]
     if name == "loss":
