@@ -73,3 +73,4 @@ class ProgressFollower:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.check(final=True)  # the last epoch, even when the trial was faster than the polling
