@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report_cli.add_arguments(verbs.add_parser("report", help=OTHER_VERBS["report"]))
 
-    from eqbench.data import profile
+    from eqbench.evaluate import profile
 
     profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
                                                                "(MAE, R², PaiNN Fig. 4-style plot)"))
@@ -166,7 +166,7 @@ def run_command(argv: list[str]) -> int:
 
         return report_cli.run(args)
     if args.verb == "evaluate" and args.command == "profile":
-        from eqbench.data import profile
+        from eqbench.evaluate import profile
 
         return profile.run(args)
     if args.verb == "md":

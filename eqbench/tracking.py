@@ -1,15 +1,21 @@
 """Run directories and W&B: the one way a run records itself.
 
 A run directory holds ``config.yaml`` (LightningCLI), ``run.json`` (data fingerprint, split
-file, git commit, package versions, parameter count), ``metrics.json`` (final validation and
-test metrics with units, wall time, epochs), ``metrics.csv`` (per-epoch metrics) and
-``checkpoints/{best,last}.ckpt``. Reports read these files, never logs. Only rank zero
+file, git commit and ``git describe --dirty`` with a hash of the uncommitted diff, package
+versions, parameter count, and how the run ended), ``metrics.json`` (final validation and test
+metrics with units, wall time, epochs and steps, stop reason), ``metrics.csv`` (per-epoch metrics)
+and ``checkpoints/{best,last}.ckpt``. Reports read these files, never logs. Only rank zero
 writes, so a multi-GPU run writes its directory once.
+
+How a run ended (``stop_reason`` in both files): ``max_epochs`` (or ``max_steps``), ``early_stopping``,
+``max_time`` (the trainer's time limit cut the run short), ``pruned`` (a sweep's pruner stopped it),
+``failed`` (an exception; ``stop_detail`` says which) or ``interrupted`` (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -144,15 +150,45 @@ def make_loggers(run_dir: Path, options: RunOptions, name: str, resume: bool = F
     return loggers
 
 
-def git_commit() -> str | None:
+def _git(*args: str, text: bool = True):
+    """stdout of a git command in eqbench's own checkout, or None (no git, not a checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+        out = subprocess.run(["git", *args], capture_output=True, text=text, timeout=20,
                              cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD")
+    return (out or "").strip() or None
+
+
+def changed_files(a: str, b: str, path: str = "") -> list[str] | None:
+    """Files under ``path`` that differ between commits ``a`` and ``b`` of eqbench's checkout (None when
+    git cannot tell, e.g. a commit is not in this checkout)."""
+    out = _git("diff", "--name-only", a, b, "--", f":(top){path}")
+    return None if out is None else [line for line in out.splitlines() if line]
+
+
+def git_state() -> dict:
+    """The code a run used: commit, ``git describe --always --dirty`` and, when the tree has uncommitted
+    changes to tracked files, the changed paths and the sha256 of ``git diff HEAD`` (same hash = same
+    changes). Untracked files are not part of the hash. Empty when eqbench is not a git checkout."""
+    commit = git_commit()
+    if commit is None:
+        return {}
+    state = {"git_commit": commit, "git_describe": (_git("describe", "--always", "--dirty", "--abbrev=12") or
+                                                    "").strip() or None}
+    # Paths relative to the repository root, whatever the working directory.
+    changed = [line for line in (_git("diff", "HEAD", "--name-only") or "").splitlines() if line]
+    state["git_dirty"] = bool(changed)
+    if changed:
+        diff = _git("diff", "HEAD", "--binary", text=False)
+        state["git_dirty_files"] = changed
+        state["git_diff_sha256"] = hashlib.sha256(diff).hexdigest() if diff is not None else None
+    return state
 
 
 def package_versions() -> dict[str, str]:
@@ -231,7 +267,7 @@ class RunDirectory(pl.Callback):
                     "elements": sorted(int(z) for z in np.unique(dm.dataset.z))}
         _write_json(self.run_dir / "run.json", {
             "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),
-            "git_commit": git_commit(), "packages": package_versions(), "data": data,
+            "git_commit": None, **git_state(), "packages": package_versions(), "data": data,
             "n_parameters": count_parameters(pl_module.model), "host": platform.node(),
             "devices": trainer.num_devices, "accelerator": type(trainer.accelerator).__name__,
             "hardware": hardware(type(trainer.accelerator).__name__),
@@ -246,15 +282,40 @@ class RunDirectory(pl.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module):
-        self._read_existing()
-        self._metrics["epochs"] = trainer.current_epoch
-        self._metrics["global_step"] = trainer.global_step
-        if self._start is not None:
-            self._metrics["wall_time_s"] = round(time.time() - self._start, 2)
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
+            self._read_existing()
             self._metrics["best_checkpoint"] = ckpt.best_model_path
+        self._record_end(trainer, pl_module, *stop_reason(trainer))
+
+    @rank_zero_only
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.state.fn != "fit" or self._start is None:
+            return  # a failed validate/test/predict leaves the training record as it was
+        name = type(exception).__name__
+        if name == "TrialPruned":  # optuna's, raised by the sweep's pruning callback
+            reason = "pruned"
+        elif isinstance(exception, KeyboardInterrupt) or name == "SIGTERMException":
+            reason = "interrupted"
+        else:
+            reason = "failed"
+        self._record_end(trainer, pl_module, reason, f"{name}: {exception}"[:300])
+
+    def _record_end(self, trainer, pl_module, reason: str, detail: str | None) -> None:
+        """How training ended, into metrics.json and run.json (``ended``)."""
+        self._read_existing()
+        ended = {"stop_reason": reason, "stop_detail": detail, "epochs": trainer.current_epoch,
+                 "global_step": trainer.global_step, "max_epochs": trainer.max_epochs,
+                 "max_time_s": trainer_max_time_s(trainer)}
+        if self._start is not None:
+            ended["wall_time_s"] = round(time.time() - self._start, 2)
+        self._metrics.update(ended)
         self._flush(trainer, pl_module)
+        run_json = self.run_dir / "run.json"
+        if run_json.is_file():
+            run = json.loads(run_json.read_text())
+            run["ended"] = {**ended, "at": datetime.now().isoformat(timespec="seconds")}
+            _write_json(run_json, run)
 
     def _record(self, trainer, pl_module, stage: str) -> None:
         if trainer.sanity_checking or trainer.state.fn == "fit":
@@ -286,6 +347,39 @@ class RunDirectory(pl.Callback):
         self._metrics["n_parameters"] = count_parameters(pl_module.model)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.run_dir / "metrics.json", self._metrics)
+
+
+def _timer(trainer):
+    from lightning.pytorch.callbacks import Timer
+
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+
+
+def trainer_max_time_s(trainer) -> float | None:
+    timer = _timer(trainer)
+    return None if timer is None or timer._duration is None else float(timer._duration)
+
+
+def stop_reason(trainer) -> tuple[str, str | None]:
+    """Why ``trainer.fit`` returned normally: ``max_epochs``, ``max_steps``, ``early_stopping``, ``max_time``
+    or ``stopped`` (another callback set ``should_stop``), with a detail for the last three."""
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.trainer.states import RunningStage
+
+    if trainer.max_epochs not in (None, -1) and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs", None
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return "max_steps", None
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return "early_stopping", f"{callback.monitor} did not improve for {callback.patience} epochs"
+    timer = _timer(trainer)
+    if timer is not None and timer._duration is not None:
+        remaining = timer.time_remaining(RunningStage.TRAINING)
+        if remaining is not None and remaining <= 0:
+            return "max_time", (f"trainer.max_time ({timer._duration / 60:.4g} min) reached after "
+                                f"{trainer.current_epoch} of {trainer.max_epochs} epochs")
+    return "stopped", "a callback stopped training"
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -1,4 +1,4 @@
-"""Rotor-profile evaluation (eqbench.data.profile) on the bundled profile sets; no tblite needed."""
+"""Rotor-profile evaluation (eqbench.evaluate.profile) on the bundled profile sets; no tblite needed."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from eqbench.data.cache import read_cache
-from eqbench.data.profile import (
+from eqbench.errors import ConfigError
+from eqbench.evaluate.profile import (
     ProfileEvaluation,
     evaluate_profile,
     profile_from_config,
     run_evaluate_profile,
     write_profile_report,
 )
-from eqbench.errors import ConfigError
 
 BUNDLED = Path(__file__).resolve().parents[1] / "eqbench" / "data" / "bundled"
 
@@ -167,7 +167,8 @@ def _write_config(run_dir: Path, text: str) -> None:
 def test_profile_is_read_from_the_run_config(tmp_path):
     _write_config(tmp_path / "a", "data:\n  path: ferrocene\n")
     assert profile_from_config(tmp_path / "a") == ("ferrocene-profile", None)
-    _write_config(tmp_path / "b", "trainer:\n  callbacks:\n    - class_path: eqbench.data.profile.ProfileEvaluation\n"
+    _write_config(tmp_path / "b", "trainer:\n  callbacks:\n"
+                                  "    - class_path: eqbench.evaluate.profile.ProfileEvaluation\n"
                                   "      init_args: {profile: cumulene-profile, angle_key: phi}\n"
                                   "data:\n  path: somewhere/else.h5\n")
     assert profile_from_config(tmp_path / "b") == ("cumulene-profile", "phi")

@@ -124,7 +124,10 @@ def test_trial_config_switches_class_and_sets_seed_run_and_callbacks(tmp_path):
     assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["max_time"] == "00:00:01:30"
     assert config["run"] == {"wandb": "disabled", "dir": str(tmp_path / "run"), "wandb_group": "tiny",
                              "tags": ["model=painn"]}
-    assert config["trainer"]["callbacks"][-1]["class_path"] == "eqbench.sweep.callbacks.NonFiniteLossGuard"
+    assert [c["class_path"] for c in config["trainer"]["callbacks"][-2:]] == [
+        "eqbench.sweep.callbacks.NonFiniteLossGuard", "eqbench.sweep.callbacks.TrialProgress"]
+    # The progress lines show the validation counterpart of the objective (val_energy_mae here).
+    assert config["trainer"]["callbacks"][-1]["init_args"] == {"monitor": "val_energy_mae", "mode": "min"}
     # Switching PaiNN back to SchNet drops PaiNN-only arguments inherited from the base.
     spec.base_config["model"]["representation"] = {"class_path": PAINN, "init_args": {"vector_features": True,
                                                                                       "n_features": 8}}

@@ -22,7 +22,7 @@ import optuna
 from eqbench.errors import ConfigError, StorageError
 from eqbench.report import plots as plotting
 from eqbench.report.render import RENDERERS, to_markdown
-from eqbench.report.spec import Finding, PlotSpec, ReportSpec, parse_report
+from eqbench.report.spec import Finding, PlotSpec, ReportSpec, parse_findings, parse_report
 from eqbench.report.study import records_from_study
 from eqbench.report.tables import ColumnSpec, Record, Table, TableSpec, build_table, mean_std
 
@@ -34,6 +34,7 @@ class FindingResult:
     finding: Finding
     verdict: str  # holds | holds on the means only | holds, single seed | does not hold | undecided
     detail: str
+    first: FindingResult | None = None  # the claim as first stated (``stated_first``), judged on the same runs
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Report:
     tables: dict[str, Table] = field(default_factory=dict)
     plots: dict[str, list[Path]] = field(default_factory=dict)  # name -> files (relative to out)
     findings: list[FindingResult] = field(default_factory=list)
+    changed_findings: list[FindingResult] = field(default_factory=list)  # the spec's, where they differ from stored
+    findings_origin: str = ""  # where the judged findings come from (stored with the study, or the spec)
     summary: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -108,7 +111,45 @@ def target_std_from_runs(runs: list[dict]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------- findings
+def judge_findings(sweep, study: optuna.Study, spec: ReportSpec, records: list[Record]):
+    """The findings stored with the study when it was created, judged; the spec's own where they differ.
+
+    Returns (judged, changed, origin): ``changed`` holds the spec's findings that are not among the stored
+    ones (claims reworded, moved to another metric or order after the sweep started), judged on the same
+    runs; ``origin`` says which findings were judged."""
+    stored_raw = study.user_attrs.get("findings")
+    if stored_raw is None:
+        origin = ("The study predates stored findings, so these are the spec's findings as they are now."
+                  if spec.findings else "")
+        return [check_finding(f, records) for f in spec.findings], [], origin
+    factors = {f.name for f in sweep.grid} | {"seed"}
+    factors |= {f.get("factor") for f in stored_raw if isinstance(f, dict)}
+    factors |= {k for f in stored_raw if isinstance(f, dict) for k in (f.get("where") or {})}
+    stored = parse_findings(stored_raw, f"study {sweep.study_name}: stored findings", factors)
+    created = study.user_attrs.get("created")
+    when = f" ({created})" if created else ""
+    judged = [check_finding(f, records) for f in stored]
+    changed = [check_finding(f, records) for f in spec.findings if f not in stored]
+    removed = [f for f in stored if f not in spec.findings]
+    if not changed and not removed:
+        return judged, [], (f"Fixed before the results: stored with the study when the sweep started{when}, "
+                            f"unchanged since." if stored else "")
+    origin = (f"**The claims were changed after the sweep started.** The verdicts below judge the findings as "
+              f"stored with the study when it was created{when}; the spec's current findings differ "
+              f"({len(changed)} new or reworded, {len(removed)} of the stored ones changed or dropped) and are "
+              f"judged on the same runs under 'Changed after the sweep started'.")
+    return judged, changed, origin
+
+
 def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
+    """:func:`check_ordering` of the finding, and of its ``stated_first`` version when it has one."""
+    result = check_ordering(finding, records)
+    if finding.stated_first is not None:
+        result.first = check_ordering(finding.stated_first, records)
+    return result
+
+
+def check_ordering(finding: Finding, records: list[Record]) -> FindingResult:
     """Does each value in ``finding.order`` beat the next on the mean over seeds? It *holds* when every
     gap is larger than the two standard deviations together, *holds on the means only* when some gap
     is not, and *holds, single seed* when a value has one seed (no spread to judge by)."""
@@ -209,12 +250,14 @@ def run_summary(sweep, study: optuna.Study, records: list[Record], runs: list[di
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     busy = sum(float(t.user_attrs.get("duration_s", 0.0)) for t in trials)
-    hardware, commits = {}, set()
+    hardware, commits, dirty = {}, {}, {}
     for run in runs:
         described = _describe_hardware(run)
         hardware[described] = hardware.get(described, 0) + 1
         if run.get("git_commit"):
-            commits.add(run["git_commit"][:12])
+            commits[run["git_commit"]] = commits.get(run["git_commit"], 0) + 1
+        if run.get("git_dirty"):
+            dirty.setdefault(run.get("git_diff_sha256") or "?", set()).update(run.get("git_dirty_files") or [])
     cells = len(sweep.cells())
     states = [r.state for r in records]
     return {
@@ -222,8 +265,39 @@ def run_summary(sweep, study: optuna.Study, records: list[Record], runs: list[di
         "failed": states.count("FAIL"), "missing": cells - len(records),
         "trial_time_min": round(busy / 60, 1),
         "span_min": round((max(ends) - min(starts)).total_seconds() / 60, 1) if starts and ends else None,
-        "hardware": hardware, "commits": sorted(commits),
+        "hardware": hardware, "commits": sorted(c[:12] for c in commits),
+        "commit_runs": {c[:12]: n for c, n in sorted(commits.items())},
+        "package_differences": package_differences(sorted(commits)),
+        "dirty": {h[:12]: sorted(f for f in files if f.startswith(PACKAGE_DIR)) for h, files in dirty.items()},
+        "time_limited": [_cell_label(r) for r in records if r.state == "COMPLETE" and r.stop_reason == "max_time"],
+        "stop_reasons": _count(r.stop_reason or "not recorded" for r in records if r.state == "COMPLETE"),
+        "retried": [(_cell_label(r), r.earlier_failures[0], len(r.earlier_failures)) for r in records
+                    if r.state == "COMPLETE" and r.earlier_failures],
     }
+
+
+PACKAGE_DIR = "eqbench/"
+
+
+def package_differences(commits: list[str]) -> dict[str, list[str] | None]:
+    """For each commit after the first: the files under eqbench/ that differ from the first commit (None when
+    this checkout cannot tell, e.g. the commit is not in it)."""
+    from eqbench.tracking import changed_files
+
+    if len(commits) < 2:
+        return {}
+    return {c[:12]: changed_files(commits[0], c, PACKAGE_DIR) for c in commits[1:]}
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def _cell_label(record: Record) -> str:
+    return ", ".join([f"{k} = {v}" for k, v in record.factors.items()] + [f"seed {record.seed}"])
 
 
 def _describe_hardware(run: dict) -> str:
@@ -268,7 +342,12 @@ def build_report(sweep, study: optuna.Study, out: str | Path, formats=("md", "te
                 report.plots[plot.name] = [f.relative_to(work) for f in files]
             else:
                 report.warnings.append(f"plot {plot.name!r}: no finished run has what it needs yet")
-        report.findings = [check_finding(f, records) for f in spec.findings]
+        report.findings, report.changed_findings, report.findings_origin = judge_findings(sweep, study, spec,
+                                                                                            records)
+        stored_objective = study.user_attrs.get("objective")
+        if stored_objective and stored_objective != sweep.objective.metric:
+            report.warnings.append(f"the objective was {stored_objective} when the study was created; the spec now "
+                                   f"says {sweep.objective.metric}")
         report.summary = run_summary(sweep, study, records, runs)
         (work / "records.json").write_text(json.dumps([_portable(r) for r in records], indent=1, default=str))
         (work / "index.md").write_text(render_index(report, sweep, formats, command, spec.notes), encoding="utf-8")
@@ -323,12 +402,19 @@ def render_index(report: Report, sweep, formats, command: str | None, notes: str
               f"- Cells: {s['cells']} ({s['complete']} complete, {s['failed']} failed, {s['missing']} not run)",
               f"- Hardware: {hardware}",
               f"- Wall time: {wall}",
-              f"- eqbench commit of the runs: {', '.join(f'`{c}`' for c in s['commits']) or '—'}",
+              f"- eqbench commit of the runs: {_commits_line(s)}",
+              *_provenance_lines(s),
               f"- Report: `{command or f'eqbench report {sweep.path}'}` on {datetime.now():%Y-%m-%d}", ""]
     if report.findings:
-        lines += ["## Findings", "", "Each claim of the paper, checked on this sweep's means over seeds:", ""]
-        for result in report.findings:
-            lines.append(f"- {result.finding.claim} — **{result.verdict}**: {result.detail}")
+        lines += ["## Findings", "", "Each claim of the paper, checked on this sweep's means over seeds."
+                  + (f" {report.findings_origin}" if report.findings_origin else ""), ""]
+        lines += _finding_lines(report.findings)
+        lines.append("")
+    if report.changed_findings:
+        lines += ["### Changed after the sweep started", "",
+                  "The spec's current findings that differ from those stored with the study, judged on the same "
+                  "runs:", ""]
+        lines += _finding_lines(report.changed_findings)
         lines.append("")
     if notes:
         lines += ["## Notes", "", notes, ""]
@@ -345,6 +431,60 @@ def render_index(report: Report, sweep, formats, command: str | None, notes: str
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _finding_lines(results: list[FindingResult]) -> list[str]:
+    lines = []
+    for result in results:
+        lines.append(f"- {result.finding.claim} — **{result.verdict}**: {result.detail}")
+        if result.first is not None:
+            first = result.first
+            lines.append(f"  - As first stated, before it was changed after results were seen: "
+                         f"\"{first.finding.claim}\" — **{first.verdict}**: {first.detail}")
+    return lines
+
+
+def _commits_line(s: dict) -> str:
+    runs = s.get("commit_runs") or {}
+    if not runs:
+        return ", ".join(f"`{c}`" for c in s["commits"]) or "—"
+    return ", ".join(f"`{c}` ({n} run{'s' if n != 1 else ''})" for c, n in runs.items())
+
+
+def _provenance_lines(s: dict) -> list[str]:
+    lines = []
+    differences = s.get("package_differences") or {}
+    first = s["commits"][0] if s.get("commits") else ""
+    for commit, files in differences.items():
+        if files is None:
+            lines.append(f"- **Warning:** runs come from different commits; whether `{commit}` differs from `{first}` "
+                         f"under eqbench/ cannot be checked here (the commit is not in this checkout)")
+        elif files:
+            shown = ", ".join(f"`{f}`" for f in files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+            lines.append(f"- **Warning:** the runs' code differs: `{commit}` changes {shown} against `{first}`")
+        else:
+            lines.append(f"- Commits `{first}` and `{commit}` have the same files under eqbench/")
+    for diff_hash, files in (s.get("dirty") or {}).items():
+        what = f"uncommitted changes under eqbench/: {', '.join(f'`{f}`' for f in files)}" if files else \
+            "uncommitted changes outside eqbench/"
+        lines.append(f"- {'**Warning:** ' if files else ''}runs from a dirty tree (diff sha256 `{diff_hash}`), {what}")
+    limited = s.get("time_limited")
+    if limited is not None:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in (s.get("stop_reasons") or {}).items())
+        if limited:
+            lines.append(f"- Time-limited runs (‡, stopped by budget.max_time before max_epochs, so their numbers "
+                         f"depend on the machine's speed and load): {len(limited)} — {'; '.join(limited)}")
+        else:
+            lines.append(f"- Time-limited runs: none (how the runs ended: {reasons or '—'})")
+    retried = s.get("retried")
+    if retried is not None:
+        if retried:
+            lines.append(f"- Cells that failed and then succeeded on retry: {len(retried)}")
+            lines += [f"  - {cell}: {n} failed attempt{'s' if n != 1 else ''}, first: {reason}"
+                      for cell, reason, n in retried]
+        else:
+            lines.append("- Cells that failed and then succeeded on retry: none")
+    return lines
+
+
 def _relative_link(path: Path, out: Path) -> str:
     import os
 
@@ -358,7 +498,15 @@ def print_report(report: Report, stream=None) -> None:
     stream = stream or sys.stdout
     for name, table in report.tables.items():
         print(f"\n{name}\n" + to_markdown(table), file=stream)
+    if report.changed_findings:
+        print("findings as stored with the study (the spec's were changed after the sweep started):", file=stream)
     for result in report.findings:
+        print(f"- {result.finding.claim}: {result.verdict} ({result.detail})", file=stream)
+        if result.first is not None:
+            print(f"  as first stated: {result.first.finding.claim}: {result.first.verdict}", file=stream)
+    if report.changed_findings:
+        print("the spec's current findings:", file=stream)
+    for result in report.changed_findings:
         print(f"- {result.finding.claim}: {result.verdict} ({result.detail})", file=stream)
     for warning in report.warnings:
         print(f"warning: {warning}", file=stream)

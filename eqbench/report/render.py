@@ -1,8 +1,8 @@
 """Render a :class:`~eqbench.report.tables.Table` as Markdown (GitHub), LaTeX (booktabs) or HTML.
 
 Cells: ``mean ± std`` over seeds (mean alone for one seed), ``†`` plus ``(n/m)`` when only n of
-m seeds finished, ``FAIL`` when all failed, ``—`` when nothing ran, ``n/a`` when the runs recorded no such
-value; the best value in bold.
+m seeds finished, ``‡`` when runs were stopped by ``budget.max_time``, ``FAIL`` when all failed, ``—``
+when nothing ran, ``n/a`` when the runs recorded no such value; the best value in bold.
 Δ columns are signed; relative columns are percentages.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from eqbench.report.tables import Cell, ColumnSpec, Table
+from eqbench.report.tables import TIME_LIMITED, Cell, ColumnSpec, Table
 
 MISSING, FAILED, ABSENT = "—", "FAIL", "n/a"
 
@@ -35,6 +35,8 @@ def format_cell(cell: Cell, column: ColumnSpec, pm: str = "±") -> str:
         text = f"{cell.mean:.{d}f}" + (f" {pm} {cell.std:.{d}f}" if cell.std is not None else "")
     if cell.status == "partial":
         text += f" † ({cell.n}/{cell.expected})"
+    if cell.time_limited:
+        text += f" {TIME_LIMITED}"
     return text
 
 
@@ -77,8 +79,9 @@ def to_markdown(table: Table) -> str:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "Å": r"\AA{}", "²": r"$^2$", "³": r"$^3$",
-          "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "ρ": r"$\rho$", "Δ": r"$\Delta$", "μ": r"$\mu$",
-          "α": r"$\alpha$", "ε": r"$\epsilon$", "–": "--", "⟨": r"$\langle$", "⟩": r"$\rangle$"}
+          "±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "—": "---", "ρ": r"$\rho$",
+          "Δ": r"$\Delta$", "μ": r"$\mu$", "α": r"$\alpha$",
+          "ε": r"$\epsilon$", "–": "--", "⟨": r"$\langle$", "⟩": r"$\rangle$"}
 
 
 def latex_escape(text: str) -> str:

@@ -38,6 +38,13 @@ Format (every key optional; without the section the report has one default table
           order: [painn, schnet]              # each better than the next (``better`` decides)
           better: max
           where: {cutoff: 2.5}
+          stated_first: {metric: profile_mae}  # optional: the keys that differed when the claim was first
+                                              # stated, for a claim changed after results were seen
+
+Findings are fixed before the results: ``eqbench sweep run`` stores them (and the objective) with the
+study when it creates it, and ``eqbench report`` judges the stored claims. If the spec's findings differ
+from the stored ones, the report shows both verdicts and says the claims were changed after the sweep
+started. ``stated_first`` declares such a change for a study that predates stored findings.
 
 ``metric`` names are those of the sweep's objective: ``<val|test>_<target>_<mae|rmse>``, ``val_loss``,
 ``profile_mae``, ``profile_r2``; a metric may name a factor in braces (``test_{target}_mae``).
@@ -58,7 +65,7 @@ COLUMN_KINDS = ("metric", "parameters", "width", "delta", "relative", "paper")
 PLOT_KINDS = {"profiles": {"name", "kind", "series", "labels", "panels", "where", "seed"},
               "metric_vs_factor": {"name", "kind", "metric", "x", "series", "labels", "where", "xlabel", "ylabel"},
               "learning_curves": {"name", "kind", "metric", "series", "labels", "where", "seed", "ylabel", "log"}}
-FINDING_KEYS = {"claim", "metric", "factor", "order", "better", "where"}
+FINDING_KEYS = {"claim", "metric", "factor", "order", "better", "where", "stated_first"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Finding:
     order: tuple
     better: str = "min"
     where: dict = field(default_factory=dict)
+    stated_first: Finding | None = None  # the claim as first stated, when it was changed after results existed
 
 
 @dataclass
@@ -219,5 +227,17 @@ def _parse_finding(body, where: str, factors: set[str]) -> Finding:
              f"{where}.order must list at least two values of {body['factor']!r}, best first")
     better = body.get("better", "min")
     _require(better in ("min", "max"), f"{where}.better must be min or max")
+    first = None
+    if body.get("stated_first") is not None:
+        _require(isinstance(body["stated_first"], dict) and "stated_first" not in body["stated_first"],
+                 f"{where}.stated_first must be a mapping of the keys that differed (claim, metric, order, ...)")
+        merged = {**{k: v for k, v in body.items() if k != "stated_first"}, **body["stated_first"]}
+        first = _parse_finding(merged, f"{where}.stated_first", factors)
     return Finding(claim=str(body["claim"]), metric=body["metric"], factor=body["factor"], order=tuple(body["order"]),
-                   better=better, where=_check_where(body.get("where"), factors, where))
+                   better=better, where=_check_where(body.get("where"), factors, where), stated_first=first)
+
+
+def parse_findings(raw, where: str, factors: set[str]) -> list[Finding]:
+    """A list of findings as the ``findings:`` key holds them (e.g. as stored with a study)."""
+    _require(isinstance(raw, list), f"{where} must be a list of findings")
+    return [_parse_finding(body, f"{where}[{i}]", factors) for i, body in enumerate(raw)]

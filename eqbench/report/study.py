@@ -29,22 +29,43 @@ def records_from_study(study: optuna.Study) -> list[Record]:
         failed = [t for t in trials if t.state == TrialState.FAIL]
         decisive = done[0] if done else (failed[-1] if failed else None)
         if decisive is not None:
-            records.append(record_from_trial(decisive))
+            record = record_from_trial(decisive)
+            record.earlier_failures = [_reason(t) for t in failed if t.number < decisive.number]
+            records.append(record)
     return records
+
+
+def _reason(trial: FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    if "fail_kind" not in attrs:
+        return "worker lost (no heartbeat)"
+    return f"{attrs['fail_kind']}: {attrs.get('fail_reason', '')}".strip(": ")
 
 
 def record_from_trial(trial: FrozenTrial) -> Record:
     attrs = trial.user_attrs
     run_dir = Path(attrs["run_dir"]) if attrs.get("run_dir") else None
     metrics, units, n_parameters = {}, {}, attrs.get("n_params")
+    ending = {k: attrs[k] for k in ("stop_reason", "epochs") if k in attrs}
     if trial.state == TrialState.COMPLETE and run_dir is not None:
         metrics, units, n_parameters = read_run_metrics(run_dir, n_parameters)
+        if not ending:  # trials recorded before workers copied the ending into the study
+            ending = read_run_ending(run_dir)
     state = trial.state.name
-    reason = f"{attrs.get('fail_kind', 'failed')}: {attrs.get('fail_reason', '')}".strip(": ") \
-        if trial.state == TrialState.FAIL else None
+    reason = _reason(trial) if trial.state == TrialState.FAIL else None
     return Record(factors=dict(attrs["factors"]), seed=attrs.get("seed", 0), state=state, metrics=metrics,
                   units=units, n_parameters=n_parameters, width=attrs.get("matched_width"), reason=reason,
-                  run_dir=str(run_dir) if run_dir is not None else None)
+                  run_dir=str(run_dir) if run_dir is not None else None, stop_reason=ending.get("stop_reason"),
+                  epochs=ending.get("epochs"))
+
+
+def read_run_ending(run_dir: Path) -> dict:
+    """``stop_reason`` and ``epochs`` of a run from its metrics.json (empty for runs that predate them)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: data[k] for k in ("stop_reason", "epochs") if k in data}
 
 
 def read_run_metrics(run_dir: Path, n_parameters: int | None = None) -> tuple[dict, dict, int | None]:

@@ -15,6 +15,7 @@ Layouts this expresses:
 - Miller et al.'s average relative improvement: the summary row ``mean_relative``, the mean over the
   targets of each relative column (%E_{L1,L0} averaged: −23 % in the paper).
 
+A cell with runs that ``budget.max_time`` stopped before ``max_epochs`` is marked ‡ with a legend.
 Missing cells (no trial), failed cells (every trial failed) and absent values (finished runs that did
 not record the metric) are marked, never dropped; a cell where only some seeds finished says how many did.
 """
@@ -29,6 +30,7 @@ import numpy as np
 
 from eqbench.errors import ConfigError
 
+TIME_LIMITED = "‡"  # the mark of a cell with time-limited runs (tables, index.md, sweep status)
 State = Literal["COMPLETE", "FAIL", "RUNNING", "WAITING", "PRUNED"]
 
 
@@ -43,6 +45,9 @@ class Record:
     width: int | None = None  # parameter-matched width, when the sweep matched one
     reason: str | None = None
     run_dir: str | None = None  # the trial's run directory (profile.json, metrics.csv for plots)
+    stop_reason: str | None = None  # how training ended (metrics.json): max_epochs, max_time, early_stopping, ...
+    epochs: int | None = None
+    earlier_failures: list[str] = field(default_factory=list)  # reasons of the cell's failed trials before this one
 
 
 @dataclass
@@ -96,6 +101,7 @@ class Cell:
     status: Literal["ok", "partial", "failed", "missing", "absent"] = "missing"
     bold: bool = False
     reasons: list[str] = field(default_factory=list)
+    time_limited: int = 0  # finished runs of the cell that budget.max_time stopped before max_epochs
 
 
 @dataclass
@@ -149,6 +155,8 @@ def _cell(records: list[Record], column: ColumnSpec) -> Cell:
         values = [r.width for r in done if r.width is not None]
     finite = [v for v in values if v is not None and math.isfinite(v)]
     cell = Cell(n=len(finite), expected=len(done) + len(failed), reasons=[r.reason or "failed" for r in failed])
+    if column.kind == "metric":
+        cell.time_limited = sum(r.stop_reason == "max_time" for r in done)
     if not finite:
         cell.status = "failed" if failed else "absent"
         return cell
@@ -297,6 +305,9 @@ def _footnotes(table: Table) -> None:
         reasons = sorted({r for c in cells if c.status == "failed" for r in c.reasons})
         table.footnotes.append("FAIL: every trial of the cell failed" + (f" ({'; '.join(reasons)})" if reasons else "")
                                + ".")
+    if any(c.time_limited for c in cells):
+        table.footnotes.append(f"{TIME_LIMITED} some runs of the cell were stopped by budget.max_time before "
+                               f"max_epochs: cut short, so the value depends on the machine's speed and load.")
     if any(c.status == "missing" for c in cells):
         table.footnotes.append("— no trial for this cell (not run yet).")
     if any(c.status == "absent" for c in cells):

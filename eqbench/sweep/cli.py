@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
                        help="shell line run before the worker, e.g. 'module load cuda' (repeatable)")
     status.add_argument("--plain", action="store_true", help="plain text instead of rich tables")
+    status.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 10) until no cell is running or queued")
     worker.add_argument("--worker-id", help="label of this worker in the trials' user attributes and logs")
     worker.add_argument("--no-wait", action="store_true",
                         help="exit when nothing is queued, without waiting for other workers' running trials")
@@ -97,7 +99,20 @@ def _status(spec, storage_url: str, args) -> int:
     from eqbench.sweep.status import print_status
     from eqbench.sweep.study import open_existing_study
 
-    print_status(spec, open_existing_study(spec, storage_url), plain=True if args.plain else None)
+    plain = True if args.plain else None
+    if args.watch is not None:
+        from eqbench.sweep.status import watch_status
+
+        if args.watch <= 0:
+            from eqbench.errors import ConfigError
+
+            raise ConfigError(f"--watch {args.watch}: give a refresh interval in seconds (> 0)")
+        try:
+            watch_status(spec, lambda: open_existing_study(spec, storage_url), args.watch, plain=plain)
+        except KeyboardInterrupt:
+            return 0
+        return 0
+    print_status(spec, open_existing_study(spec, storage_url), plain=plain)
     return 0
 
 

@@ -108,11 +108,23 @@ def trial_config(spec: SweepSpec, params: dict, seed: int, run_dir: Path, tags: 
     callbacks = get_key(config, "trainer.callbacks") or []
     callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
     callbacks.append({"class_path": "eqbench.sweep.callbacks.NonFiniteLossGuard"})
+    callbacks.append({"class_path": "eqbench.sweep.callbacks.TrialProgress", "init_args": progress_monitor(spec)})
     if spec.pruner.kind != "none":
         callbacks.append({"class_path": "eqbench.sweep.callbacks.OptunaPruning",
                           "init_args": {"monitor": spec.objective.metric}})
     set_key(config, "trainer.callbacks", callbacks, "sweep")
     return config, matching
+
+
+def progress_monitor(spec: SweepSpec) -> dict:
+    """The validation metric a trial's progress lines show: the objective when it is one (``test_X``
+    shows ``val_X``), else the validation loss."""
+    metric = spec.objective.metric
+    if metric.startswith("test_"):
+        metric = "val_" + metric[len("test_"):]
+    if not metric.startswith("val_"):
+        return {"monitor": "val_loss", "mode": "min"}
+    return {"monitor": metric, "mode": "max" if spec.objective.direction == "maximize" else "min"}
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -177,7 +189,7 @@ def check_objective(spec: SweepSpec, config: dict, where: str) -> None:
         if not any(isinstance(c, dict) and str(c.get("class_path", "")).endswith("ProfileEvaluation")
                    for c in callbacks):
             raise ConfigError(f"{where}: {metric} comes from profile.json, which needs the callback "
-                              f"eqbench.data.profile.ProfileEvaluation in trainer.callbacks")
+                              f"eqbench.evaluate.profile.ProfileEvaluation in trainer.callbacks")
         return
     name = metric.split("_", 1)[1]
     if name == "loss":

@@ -1,11 +1,19 @@
-"""``eqbench sweep status``: every trial (state, factors, objective, duration, failure reason) and, per
-grid point, the objective over seeds. Rich tables on a terminal, plain text otherwise (or ``--plain``)."""
+"""``eqbench sweep status``: every trial (state, factors, objective, duration, how it ended or how far a
+running one is, failure reason) and, per grid point, the objective over seeds. Rich tables on a terminal,
+plain text otherwise (or ``--plain``); ``--watch`` refreshes them until no cell is left to run.
+
+A run stopped by ``budget.max_time`` before its last epoch is marked ``‡`` (its training was cut short,
+so its numbers depend on the machine's speed and load), in the trial table and in its grid point's
+objective, with a legend line.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -15,20 +23,60 @@ from optuna.trial import FrozenTrial, TrialState
 from eqbench.sweep.spec import SweepSpec
 
 NOTE_CHARS = 90
+TIME_LIMITED = "‡"
+LEGEND = f"{TIME_LIMITED} stopped by budget.max_time before max_epochs: cut short, its result depends on the " \
+         f"machine's speed and load"
 
 
 def trial_rows(spec: SweepSpec, study: optuna.Study) -> tuple[list[str], list[list[str]]]:
     trials = study.get_trials(deepcopy=False)
     retried_as = {t.system_attrs.get("failed_trial"): t.number for t in trials if "failed_trial" in t.system_attrs}
     names = [f.name for f in spec.grid] + [d.name for d in spec.space]
-    header = ["#", "state", *names, "seed", spec.objective.metric, "width", "duration", "note"]
+    header = ["#", "state", *names, "seed", spec.objective.metric, "width", "duration", "epochs", "note"]
     rows = []
     for t in trials:
         factors = t.user_attrs.get("factors") or t.params
         rows.append([str(t.number), t.state.name, *[_fmt(factors.get(n, "")) for n in names],
                      str(t.user_attrs.get("seed", t.params.get("seed", ""))), _fmt(_objective(spec, t)),
-                     str(t.user_attrs.get("matched_width", "")), _duration(t), _note(t, retried_as)])
+                     str(t.user_attrs.get("matched_width", "")), _duration(t), _epochs(t), _note(t, retried_as)])
     return header, rows
+
+
+def ending(t: FrozenTrial) -> dict:
+    """How a finished trial's training ended (stop_reason, epochs): from its user attributes, else from its
+    run directory's metrics.json (trials recorded before the worker copied them)."""
+    if "stop_reason" in t.user_attrs:
+        return {"stop_reason": t.user_attrs["stop_reason"], "epochs": t.user_attrs.get("epochs")}
+    metrics = _read_json(t.user_attrs.get("run_dir"), "metrics.json")
+    return {k: metrics[k] for k in ("stop_reason", "epochs", "max_epochs") if k in metrics}
+
+
+def time_limited(t: FrozenTrial) -> bool:
+    return ending(t).get("stop_reason") == "max_time"
+
+
+def _epochs(t: FrozenTrial) -> str:
+    if t.state == TrialState.RUNNING:
+        from eqbench.sweep.progress import PROGRESS_FILE, format_progress
+
+        progress = _read_json(t.user_attrs.get("run_dir"), PROGRESS_FILE)
+        return format_progress(progress).split(":")[0] + (f", ETA {progress['eta_s'] / 60:.1f} min"
+                                                            if progress.get("eta_s") is not None else "") \
+            if progress else ""
+    end = ending(t)
+    if not end:
+        return ""
+    text = f"{end.get('epochs', '?')} ({end.get('stop_reason', '?')})"
+    return text + f" {TIME_LIMITED}" if end.get("stop_reason") == "max_time" else text
+
+
+def _read_json(run_dir, name: str) -> dict:
+    if not run_dir:
+        return {}
+    try:
+        return json.loads((Path(run_dir) / name).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def point_rows(spec: SweepSpec, study: optuna.Study) -> tuple[list[str], list[list[str]]]:
@@ -45,8 +93,9 @@ def point_rows(spec: SweepSpec, study: optuna.Study) -> tuple[list[str], list[li
     for point, trials in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
         r2 = [t.user_attrs["profile_r2"] for t in trials if "profile_r2" in t.user_attrs]
         n_params = sorted({t.user_attrs.get("n_parameters") for t in trials} - {None})
+        mark = f" {TIME_LIMITED}" if any(time_limited(t) for t in trials) else ""
         rows.append([*[_fmt(v) for v in point], f"{len(trials)}/{len(spec.seeds)}",
-                     _mean_std([t.value for t in trials]),
+                     _mean_std([t.value for t in trials]) + mark,
                      *([_mean_std(r2) if r2 else ""] if show_r2 else []), ", ".join(f"{n:,}" for n in n_params)])
     return header, rows
 
@@ -80,12 +129,35 @@ def print_status(spec: SweepSpec, study: optuna.Study, plain: bool | None = None
         ", ".join(f"{v} {k}" for k, v in counts.items() if v or k == "cells")
     header, rows = trial_rows(spec, study)
     _table(title, header, rows, plain, out)
+    marked = any(TIME_LIMITED in cell for row in rows for cell in row)
     if not spec.is_tuning:
         header, rows = point_rows(spec, study)
         if rows:
             _table(f"per grid point, over seeds ({spec.objective.direction} {spec.objective.metric})", header, rows,
                    plain, out)
+    if marked:
+        print(LEGEND, file=out)
     return counts
+
+
+def watch_status(spec: SweepSpec, open_study, interval: float = 10.0, plain: bool | None = None, out=None,
+                 max_refreshes: int | None = None) -> dict[str, int]:
+    """Print the status every ``interval`` seconds (clearing a terminal first) until no cell is running or
+    waiting; ``open_study()`` gives a fresh view of the study each time."""
+    out = out or sys.stdout
+    tty = out.isatty() if plain is None else not plain
+    refreshes = 0
+    while True:
+        if tty:
+            out.write("\x1b[2J\x1b[H")  # clear the screen, cursor home
+        else:
+            print(f"--- {datetime.now():%H:%M:%S}", file=out)
+        counts = print_status(spec, open_study(), plain=plain, out=out)
+        refreshes += 1
+        if not counts["running"] and not counts["waiting"] or (max_refreshes and refreshes >= max_refreshes):
+            return counts
+        out.flush()
+        time.sleep(interval)
 
 
 # ------------------------------------------------------------------------------------------- formatting

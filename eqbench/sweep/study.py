@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -191,9 +192,13 @@ def open_study(spec: SweepSpec, storage, create: bool = True) -> optuna.Study:
                           f"{study.direction.name.lower()}, the spec now says {spec.objective.direction}; give the "
                           f"sweep another name or use another storage")
     if not study.user_attrs:
+        # Fixed before any result exists: reports judge these findings, and say so when the spec changes them.
         study.set_user_attr("spec", str(spec.path))
         study.set_user_attr("profile", spec.profile)
         study.set_user_attr("objective", spec.objective.metric)
+        study.set_user_attr("objective_direction", spec.objective.direction)
+        study.set_user_attr("findings", list((spec.report or {}).get("findings") or []))
+        study.set_user_attr("created", datetime.now().isoformat(timespec="seconds"))
     return study
 
 

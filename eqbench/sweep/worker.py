@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 from eqbench.errors import ConfigError
 from eqbench.sweep.callbacks import SWEEP_TRIAL_ENV
 from eqbench.sweep.compose import trial_config
+from eqbench.sweep.progress import ProgressFollower
 from eqbench.sweep.spec import SweepSpec
 from eqbench.sweep.study import claim_next_trial, earlier_trial_of_cell, open_storage, open_study, running_elsewhere
 from eqbench.sweep.trial import TRIAL_CONFIG, TRIAL_LOG, TRIAL_RESULT
@@ -184,7 +185,8 @@ class SweepWorker:
         width = f", width {matching['matched_width']} ({matching['n_params']:,} parameters)" if matching else ""
         self.log(f"trial {frozen.number} started: {_describe(params, seed)}{width} → {run_dir}")
         start = time.time()
-        returncode, timed_out = self._run_process(run_dir, trial_id)
+        with ProgressFollower(run_dir, self.log, f"trial {frozen.number}"):
+            returncode, timed_out = self._run_process(run_dir, trial_id)
         outcome = read_outcome(run_dir, returncode, timed_out, spec.objective.metric, self.hard_timeout_s)
         outcome.attrs["duration_s"] = round(time.time() - start, 1)
         return outcome
@@ -247,8 +249,9 @@ def read_outcome(run_dir: Path, returncode: int, timed_out: bool, metric: str, h
         if key in profile:
             attrs[f"profile_{key}"] = profile[key]
             values[f"profile_{key}"] = profile[key]
-    if "n_parameters" in metrics:
-        attrs["n_parameters"] = metrics["n_parameters"]
+    for key in ("n_parameters", "stop_reason", "epochs"):  # stop_reason: max_epochs, max_time, ... (tracking)
+        if key in metrics:
+            attrs[key] = metrics[key]
     if timed_out:
         return Outcome.failed("timeout", f"trial process still running after the hard limit of {hard_timeout_s:.0f} s "
                                          f"(2 × budget.max_time + 10 min); stopped", **attrs)

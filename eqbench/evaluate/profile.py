@@ -131,7 +131,7 @@ def write_profile_report(result: dict, directory: str | Path) -> tuple[Path, Pat
     tmp = json_path.with_name(json_path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(json_path)
-    from eqbench.report.plots import plot_profiles
+    from eqbench.evaluate.plots import plot_profiles
 
     plot_profiles({"model": result}, png_path)
     return json_path, png_path
