@@ -84,10 +84,13 @@ def check_hyperparameters(cls: type, args: tuple, kwargs: dict) -> None:
         return  # the call itself raises Python's TypeError, with the offending name
     bound.apply_defaults()
     values = dict(bound.arguments)
-    for name, param in inspect.signature(cls.__init__).parameters.items():
+    parameters = inspect.signature(cls.__init__).parameters
+    for name, param in parameters.items():
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             values.update(values.pop(name, {}))
     for name, value in values.items():
+        if value is None and name in parameters and parameters[name].default is None:
+            continue  # an optional argument left unset (e.g. So3krates' lmax when degrees are given)
         valid = ranges.get(name)
         if valid is not None and not valid.accepts(value):
             raise ModelError(f"{cls.__name__}: {name}={value!r} is invalid; {name} must be {valid.describe()}")
