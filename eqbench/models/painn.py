@@ -140,7 +140,7 @@ class PaiNN(Representation):
         self.filters = nn.Linear(n_rbf, n_interactions * self.filters_per_layer)
 
     def forward(self, batch: Batch) -> AtomFeatures:
-        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff)
+        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff, batch.cell, batch.pbc)
         filters = self.filters(self.rbf(graph.dist)) * self.fcut(graph.dist)[:, None]
         filters = torch.split(filters, self.filters_per_layer, dim=-1)
         direction = graph.vec / graph.dist[:, None]

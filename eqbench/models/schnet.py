@@ -47,7 +47,7 @@ class SchNet(Representation):
             CFConvInteraction(n_features, n_rbf, activation) for _ in range(n_interactions))
 
     def forward(self, batch: Batch) -> AtomFeatures:
-        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff)
+        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff, batch.cell, batch.pbc)
         rbf, fcut = self.rbf(graph.dist), self.fcut(graph.dist)
         x = self.embedding(batch.z)
         for interaction in self.interactions:
