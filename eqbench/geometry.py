@@ -125,6 +125,8 @@ def _mixed(pos, n_cpu, large, cutoff, cell, pbc):
             box, periodic = cell[b].detach().to(torch.float64), pbc[b].detach().cpu().numpy().astype(bool)
         else:
             box, periodic = torch.zeros(3, 3, dtype=torch.float64, device=device), np.zeros(3, dtype=bool)
+        if device.type == "cpu":  # vesin's numpy path is the fast one on CPU
+            p, box = p.numpy(), box.cpu().numpy()
         i, j, s = nl.compute(points=p, box=box, periodic=periodic, quantities="ijS", copy=True)
         i, j, s = (torch.as_tensor(x, device=device).long() for x in (i, j, s))
         centers.append(i + a0)
