@@ -180,3 +180,23 @@ def triplets(center: torch.Tensor, neighbor: torch.Tensor, n_nodes: int,
     if shift is not None:
         keep = keep | (shift[edge_kj] + shift[edge_ji]).abs().sum(-1).gt(0)
     return Triplets(edge_kj[keep], edge_ji[keep], i[keep], j[keep], k[keep])
+
+
+class EdgePairs(NamedTuple):
+    """Each undirected pair once: ``edge[p]`` is the representative edge of pair p (center < neighbor),
+    ``pair[e]`` the pair of edge e. Invariant edge functions (radial filters) depend on ‖r_ij‖ = ‖r_ji‖
+    only, so they can be computed per pair and gathered per edge."""
+
+    edge: torch.Tensor  # [P]
+    pair: torch.Tensor  # [E]
+
+
+def edge_pairs(graph: Graph, n_nodes: int) -> EdgePairs | None:
+    """The pairs of a symmetric, non-periodic graph (as :func:`radius_graph` returns); None for a periodic one."""
+    if graph.shift is not None:
+        return None
+    center, neighbor = graph.center, graph.neighbor
+    key = torch.minimum(center, neighbor) * n_nodes + torch.maximum(center, neighbor)
+    rep = torch.nonzero(center < neighbor).squeeze(-1)
+    rep_key, order = torch.sort(key[rep])
+    return EdgePairs(rep[order], torch.searchsorted(rep_key, key))

@@ -174,7 +174,8 @@ class PygContender(Contender):
                                      interaction_graph=self._interaction_graph)
         elif model == "dimenet++":
             # DimeNet++ paper hyperparameters (Gasteiger et al. 2020, Tab. 3)
-            self.net = models.DimeNetPlusPlus(hidden_channels=128, out_channels=1, num_blocks=4, int_emb_size=64,
+            self.net = models.DimeNetPlusPlus(hidden_channels=kwargs.get("n_features", 128), out_channels=1,
+                                              num_blocks=kwargs.get("n_interactions", 4), int_emb_size=64,
                                               basis_emb_size=8, out_emb_channels=256, num_spherical=7,
                                               num_radial=6, cutoff=cutoff)
             dimenet.radius_graph = self._radius_graph  # module globals, only in the benchmark's process
@@ -228,7 +229,8 @@ class So3kratesContender(Contender):
         old_dtype = torch.get_default_dtype()
         try:  # its constructor sets the global default dtype
             self.net = So3krates(r_max=kwargs.get("cutoff", 5.0), num_radial_basis_fn=32, degrees=[1, 2, 3],
-                                 num_features=132, num_heads=4, num_layers=3, num_elements=118,
+                                 num_features=kwargs.get("n_features", 132), num_heads=4,
+                                 num_layers=kwargs.get("n_interactions", 3), num_elements=118,
                                  avg_num_neighbors=1.0, dtype=dtype, device=device)
         finally:
             torch.set_default_dtype(old_dtype)

@@ -234,6 +234,10 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
               "environment": environment(device), "results": results}
     for name in models:
         contenders = contenders_for(name, model_kwargs or {}, device, dtype, peers, compile, only_peers)
+        if all(isinstance(c, Skipped) for c in contenders):
+            results.extend(Result(name, c.label, "qm9", 0, 0, 0, skipped=c.reason) for c in contenders)
+            log(f"{name}: skipped ({contenders[0].reason})")
+            continue
         for bs in batch_sizes:
             batch = qm9_like_batch(bs, seed=seed, dtype=dtype)
             results.extend(_run_case(name, "qm9", batch, contenders, ops, device, repeats, warmup, memory, log))
