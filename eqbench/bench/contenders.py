@@ -176,8 +176,9 @@ class PygContender(Contender):
             # DimeNet++ paper hyperparameters (Gasteiger et al. 2020, Tab. 3)
             self.net = models.DimeNetPlusPlus(hidden_channels=kwargs.get("n_features", 128), out_channels=1,
                                               num_blocks=kwargs.get("n_interactions", 4), int_emb_size=64,
-                                              basis_emb_size=8, out_emb_channels=256, num_spherical=7,
-                                              num_radial=6, cutoff=cutoff)
+                                              basis_emb_size=8, out_emb_channels=256,
+                                              num_spherical=kwargs.get("lmax", 6) + 1,
+                                              num_radial=kwargs.get("n_rbf", 6), cutoff=cutoff)
             dimenet.radius_graph = self._radius_graph  # module globals, only in the benchmark's process
             dimenet.triplets = self._triplets
         else:

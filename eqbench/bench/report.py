@@ -135,9 +135,9 @@ def write_report(record: dict, directory: str | os.PathLike, command: str, notes
     if notes:
         lines += [notes, ""]
     lines += ["Times are the median (interquartile range) of the repetitions in ms; repetitions interleave the "
-              "implementations. [r×] after a peer's time is peer time / eqbench time (> 1: eqbench is faster). Peers are handed "
-              "eqbench's neighbour list; eqbench builds its own inside the forward pass. Memory is the peak "
-              "growth during one operation (CPU: resident set; CUDA: max_memory_allocated).", "",
+              "implementations. [r×] after a peer's time is peer time / eqbench time (> 1: eqbench is faster). "
+              "Peers are handed eqbench's neighbour list; eqbench builds its own inside the forward pass. "
+              "Memory is the peak growth during one operation (CPU: resident set; CUDA: max_memory_allocated).", "",
               "## Wall-clock time", "", table(record, "times"), ""]
     if any(r.get("cpu_times") for r in record["results"]):
         lines += ["## CPU time of the process", "",

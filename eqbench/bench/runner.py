@@ -181,12 +181,12 @@ def _time_all(contenders: list[Contender], results: list[Result], ops: Sequence[
             if rep >= warmup:
                 seconds[key].append(dt)
                 cpu_seconds[key].append(dc)
-    for key, (r, op, fn) in runs.items():
+    for key, (r, op, _fn) in runs.items():
         r.times[op] = Timing.of(seconds[key])
         r.cpu_times[op] = Timing.of(cpu_seconds[key])
     if memory:
         meter = _Memory(device)
-        for key, (r, op, fn) in runs.items():
+        for r, op, fn in runs.values():
             value = meter.measure(fn)
             if value is not None:
                 r.memory_mb[op] = round(value, 2)
