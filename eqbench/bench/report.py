@@ -21,7 +21,7 @@ def ratios(record: dict, clock: str = "times") -> list[dict]:
     out = []
     results = record["results"]
     for r in results:
-        if r["implementation"] == "eqbench" or r["skipped"]:
+        if r["implementation"].startswith("eqbench") or r["skipped"]:
             continue
         base = next((b for b in results if b["implementation"].startswith("eqbench") and b["model"] == r["model"]
                      and b["case"] == r["case"] and b["batch_size"] == r["batch_size"]
