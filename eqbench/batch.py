@@ -3,7 +3,8 @@
 Atoms of all molecules are concatenated; ``batch[a]`` is the molecule of atom ``a``.
 Targets are per-molecule (leading dimension B) or per-atom (leading dimension N); the
 names of the per-atom ones are kept in ``per_atom`` so that single-atom molecules
-(N == B) stay unambiguous.
+(N == B) stay unambiguous. Periodic structures carry ``cell`` ([B, 3, 3], cell vectors as rows,
+Å) and ``pbc`` ([B, 3] bool); both are None when no structure of the batch is periodic.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Batch:
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     per_atom: frozenset[str] = frozenset()
     idx: torch.Tensor | None = None  # [B] dataset index of each molecule, when known
+    cell: torch.Tensor | None = None  # [B, 3, 3] cell vectors as rows (periodic structures)
+    pbc: torch.Tensor | None = None  # [B, 3] bool, periodic along each cell vector
 
     @property
     def n_molecules(self) -> int:
@@ -52,6 +55,8 @@ class Batch:
             n_atoms=self.n_atoms.to(device),
             targets={k: move(v) for k, v in self.targets.items()},
             idx=None if self.idx is None else self.idx.to(device),
+            cell=None if self.cell is None else move(self.cell),
+            pbc=None if self.pbc is None else self.pbc.to(device),
         )
 
     def __len__(self) -> int:
@@ -68,6 +73,11 @@ class Batch:
         idx = None
         if all(m.idx is not None for m in molecules):
             idx = torch.cat([m.idx for m in molecules])
+        cell = pbc = None
+        if any(m.pbc is not None for m in molecules):
+            cell = torch.cat([m.cell if m.cell is not None else m.pos.new_zeros(len(m), 3, 3) for m in molecules])
+            pbc = torch.cat([m.pbc if m.pbc is not None else torch.zeros(len(m), 3, dtype=torch.bool)
+                             for m in molecules])
         return cls(
             z=torch.cat([m.z for m in molecules]),
             pos=torch.cat([m.pos for m in molecules]),
@@ -76,6 +86,8 @@ class Batch:
             targets={k: torch.cat([m.targets[k] for m in molecules]) for k in keys},
             per_atom=per_atom,
             idx=idx,
+            cell=cell,
+            pbc=pbc,
         )
 
     @classmethod
@@ -85,17 +97,23 @@ class Batch:
         ``properties`` names targets to take from each frame: per-atom arrays
         (``atoms.arrays``), scalars in ``atoms.info``, or results of an attached
         calculator (``energy``, ``forces``, ...). Units are whatever the frames hold.
+        Periodic frames (``atoms.pbc``) keep their cell and periodic directions.
         """
         atoms_list = list(atoms_list)
         if not atoms_list:
             raise DataError("Batch.from_atoms got no structures")
-        zs, poss, targets = [], [], {k: [] for k in properties or []}
+        zs, poss, cells, pbcs, targets = [], [], [], [], {k: [] for k in properties or []}
         per_atom: set[str] = set()
         for i, atoms in enumerate(atoms_list):
             if len(atoms) == 0:
                 raise DataError(f"structure {i} has no atoms; remove it")
             zs.append(torch.as_tensor(atoms.numbers, dtype=torch.long))
             poss.append(torch.as_tensor(np.asarray(atoms.positions), dtype=torch.get_default_dtype()))
+            pbcs.append(torch.as_tensor(np.asarray(atoms.pbc, dtype=bool)))
+            cells.append(torch.as_tensor(np.asarray(atoms.cell[:]), dtype=torch.get_default_dtype()))
+            if bool(pbcs[-1].any()) and abs(float(np.linalg.det(cells[-1].numpy()))) < 1e-9:
+                raise DataError(f"structure {i} is periodic (pbc={atoms.pbc.tolist()}) but its cell has no volume; "
+                                "set atoms.cell or atoms.pbc = False")
             for key in targets:
                 value, atomwise = _frame_property(atoms, key, i)
                 if atomwise:
@@ -112,6 +130,8 @@ class Batch:
             n_atoms=n_atoms,
             targets=targets,
             per_atom=frozenset(per_atom),
+            cell=torch.stack(cells) if any(bool(p.any()) for p in pbcs) else None,
+            pbc=torch.stack(pbcs) if any(bool(p.any()) for p in pbcs) else None,
         )
 
 

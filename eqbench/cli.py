@@ -27,6 +27,7 @@ OTHER_VERBS = {
     "report": "paper-style tables, plots and index.md from a sweep (reports/<study>/)",
     "md": "molecular dynamics with a trained run (ASE; NVE or Langevin)",
     "spectrum": "spectra from MD trajectories (ir: IR from the dipoles)",
+    "bench": "speed and memory of the models against their peers (schnetpack, PyG, so3krates-torch)",
 }
 
 
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report_cli.add_arguments(verbs.add_parser("report", help=OTHER_VERBS["report"]))
 
+    from eqbench.bench import cli as bench_cli
+
+    bench_cli.add_arguments(verbs.add_parser("bench", help=OTHER_VERBS["bench"]))
     from eqbench.evaluate import profile
 
     profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
@@ -165,6 +169,10 @@ def run_command(argv: list[str]) -> int:
         from eqbench.report import cli as report_cli
 
         return report_cli.run(args)
+    if args.verb == "bench":
+        from eqbench.bench import cli as bench_cli
+
+        return bench_cli.run(args)
     if args.verb == "evaluate" and args.command == "profile":
         from eqbench.evaluate import profile
 

@@ -49,6 +49,11 @@ class PaiNNMessage(nn.Module):
 
     φ is one atomwise network (F → F → n_splits·F) whose output is split into φ_s, φ_vs and
     (with vector propagation) φ_vv; the filters W arrive already split the same way.
+
+    The directional sum of Eq. 8, Σ_j x_ij ⊗ r̂_ij, is computed per atom as a batched matrix
+    product of the atom's neighbour directions [3, K] with its edge features [K, F] (zero-padded
+    to K = the largest degree), so neither it nor its derivatives form [E, 3, F] tensors. In the
+    first layer v⁰ = 0 and the v_j term is exactly zero, so it is skipped (``v=None``).
     """
 
     def __init__(self, n_features: int, activation: str, vector_features: bool, vector_propagation: bool):
@@ -58,17 +63,50 @@ class PaiNNMessage(nn.Module):
         self.n_splits = 1 + int(self.vector_features) + int(self.vector_propagation)
         self.phi = build_mlp(n_features, n_features, self.n_splits * n_features, activation)
 
-    def forward(self, s, v, filters, direction, center, neighbor):
+    def forward(self, s, v, filters, direction, center, neighbor, padding: EdgePadding | None = None):
+        """``filters``: [E, n_splits·F] (W_s, W_vs, W_vv), or a pair (basis [E, n_rbf + 1], weights
+        [n_splits·F, n_rbf + 1]) whose product they are. ``direction``: [E, 3] unit vectors r̂_ij, or
+        with ``padding`` its padded transpose [N, 3, K]."""
         n_atoms = s.shape[0]
-        x = self.phi(s)[neighbor] * filters  # [E, n_splits·F]
-        parts = torch.chunk(x, self.n_splits, dim=-1)
-        ds = segment_sum(parts[0], center, n_atoms)
+        phi = torch.chunk(self.phi(s), self.n_splits, dim=-1)  # split per atom, gathered per edge below
+        if isinstance(filters, tuple):
+            basis, weights = filters
+            weights = torch.chunk(weights, self.n_splits, dim=0)
+
+            def filtered(k):  # φ_k(s_j) ∘ W_k(‖r_ij‖)
+                return phi[k][neighbor] * torch.mm(basis, weights[k].t())
+        else:
+            filter_parts = torch.chunk(filters, self.n_splits, dim=-1)
+
+            def filtered(k):
+                return phi[k][neighbor] * filter_parts[k]
+
+        ds = segment_sum(filtered(0), center, n_atoms)
         if not self.vector_features:
             return ds, None
-        dv = parts[1][:, None, :] * direction[:, :, None]  # equivariant filter W_vs r̂_ij
-        if self.vector_propagation:
-            dv = dv + parts[2][:, None, :] * v[neighbor]  # directions seen by j travel on to i
-        return ds, segment_sum(dv, center, n_atoms)
+        if padding is None:  # the same sum edge by edge
+            dv = segment_sum(filtered(1)[:, None, :] * direction[:, :, None], center, n_atoms)
+        else:
+            dv = torch.bmm(direction, padding.pad(filtered(1)))  # equivariant filter Σ_j W_vs r̂_ij
+        if self.vector_propagation and v is not None:
+            dv = dv + segment_sum(filtered(2)[:, None, :] * v[neighbor], center, n_atoms)  # v_j travels on to i
+        return ds, dv
+
+
+class EdgePadding:
+    """Edges (sorted by center) laid out as [N, K] neighbour slots, K = the largest degree; empty slots are 0."""
+
+    def __init__(self, center: torch.Tensor, n_atoms: int):
+        degree = torch.bincount(center, minlength=n_atoms)
+        self.n_atoms = n_atoms
+        self.k = max(int(degree.max()), 1) if len(center) else 1
+        first = torch.cumsum(degree, 0) - degree
+        self.slot = center * self.k + torch.arange(len(center), device=center.device) - first[center]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[E, ...] → [N, K, ...]"""
+        out = x.new_zeros(self.n_atoms * self.k, *x.shape[1:]).index_copy(0, self.slot, x)
+        return out.view(self.n_atoms, self.k, *x.shape[1:])
 
 
 class PaiNNUpdate(nn.Module):
@@ -140,16 +178,25 @@ class PaiNN(Representation):
         self.filters = nn.Linear(n_rbf, n_interactions * self.filters_per_layer)
 
     def forward(self, batch: Batch) -> AtomFeatures:
-        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff)
-        filters = self.filters(self.rbf(graph.dist)) * self.fcut(graph.dist)[:, None]
-        filters = torch.split(filters, self.filters_per_layer, dim=-1)
+        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff, batch.cell, batch.pbc)
+        # W(r) f_cut(r) = (A·rbf(r) + b) f_cut(r) = [rbf(r) f_cut(r), f_cut(r)] · [A, b]ᵀ: the cutoff multiplies
+        # the n_rbf + 1 inputs of the filter layer rather than its n_interactions·n_splits·F outputs, and each
+        # layer's filters are made where they are used (no [E, 3·n_splits·F] tensor).
+        fcut = self.fcut(graph.dist)[:, None]
+        basis = torch.cat([self.rbf(graph.dist) * fcut, fcut], dim=-1)
+        weights = torch.cat([self.filters.weight, self.filters.bias[:, None]], dim=-1)
+        filters = [(basis, w) for w in torch.split(weights, self.filters_per_layer, dim=0)]
         direction = graph.vec / graph.dist[:, None]
         s = self.embedding(batch.z)
-        v = s.new_zeros(s.shape[0], 3, self.n_features) if self.has_vectors else None
+        padding = None
+        if self.has_vectors:
+            padding = EdgePadding(graph.center, s.shape[0])
+            direction = padding.pad(direction).transpose(1, 2)  # [N, 3, K]
+        v = None  # v⁰ = 0 (§4.1), exactly, until the first message
         for message, update, w in zip(self.messages, self.updates, filters):
-            ds, dv = message(s, v, w, direction, graph.center, graph.neighbor)
+            ds, dv = message(s, v, w, direction, graph.center, graph.neighbor, padding)
             s = s + ds
-            v = v + dv if self.has_vectors else None
+            v = dv if v is None else (v + dv if self.has_vectors else None)
             ds, dv = update(s, v)
             s = s + ds
             v = v + dv if self.has_vectors else None

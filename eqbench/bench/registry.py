@@ -1,0 +1,46 @@
+"""The models ``eqbench bench`` knows, with their papers' hyperparameters and the peers to compare with.
+
+A model joins the benchmark by one entry here. An entry whose name ``eqbench.models.create`` does not
+know (yet) is listed and skipped with the reason. Peers are named as in
+:data:`eqbench.bench.contenders.PEER_CLASSES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str  # as eqbench.models.create knows it
+    kwargs: dict = field(default_factory=dict)  # hyperparameters (eqbench vocabulary); {} = the model's defaults
+    peers: tuple[str, ...] = ()
+    note: str = ""
+
+
+BENCH_MODELS: dict[str, BenchModel] = {}
+
+
+def register(entry: BenchModel) -> BenchModel:
+    BENCH_MODELS[entry.name] = entry
+    return entry
+
+
+register(BenchModel("schnet", dict(n_features=128, n_interactions=6, n_rbf=50, cutoff=5.0),
+                    peers=("schnetpack", "pyg"), note="F = 128, 6 interactions, 50 Gaussians, 5 Å"))
+register(BenchModel("painn", dict(n_features=128, n_interactions=3, n_rbf=20, cutoff=5.0),
+                    peers=("schnetpack",), note="F = 128, 3 interactions, 20 sinc RBF, 5 Å (PaiNN's QM9 model)"))
+register(BenchModel("dimenet++", {}, peers=("pyg",), note="the model's defaults (DimeNet++ paper)"))
+register(BenchModel("l1net", {}, note="the model's defaults"))
+register(BenchModel("so3krates", {}, peers=("so3krates-torch",), note="the model's defaults (So3krates paper)"))
+
+DEFAULT_MODELS = tuple(BENCH_MODELS)
+
+
+def known_to_eqbench(name: str) -> str | None:
+    """None if ``eqbench.models.create`` knows ``name``, else the reason it is skipped."""
+    from eqbench.models import MODELS
+
+    if name.lower() in MODELS:
+        return None
+    return f"eqbench.models.create does not know {name!r} yet (models: {', '.join(sorted(MODELS))})"

@@ -1,0 +1,110 @@
+"""``eqbench bench`` as a smoke test on a tiny batch (its numbers are not asserted), its registry, and the
+peers' adaptors (skipped with the reason when a peer is not installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from eqbench.bench import BENCH_MODELS, BenchModel, register, run_bench
+from eqbench.bench.contenders import Skipped, build_peer
+from eqbench.bench.report import table
+from eqbench.bench.structures import qm9_like_batch, water_batch
+from eqbench.cli import main
+
+SMALL = dict(n_features=16, n_interactions=1)
+
+
+def test_bench_smoke_runs_every_operation_on_a_tiny_batch():
+    record = run_bench(models=["painn", "schnet"], batch_sizes=[2], repeats=1, warmup=0, model_kwargs=SMALL,
+                       only_peers=["schnetpack"], log=lambda m: None)
+    rows = record["results"]
+    ours = [r for r in rows if r["implementation"] == "eqbench"]
+    assert {r["model"] for r in ours} == {"painn", "schnet"}
+    for r in ours:
+        assert set(r["times"]) == {"forward", "energy_forces", "train_step"} and not r["errors"]
+        assert r["n_atoms"] == int(qm9_like_batch(2).pos.shape[0]) and r["n_edges"] > 0
+        assert r["parameters"] > 0
+    for r in rows:  # every peer either ran every operation or says why it did not
+        assert r["skipped"] or (set(r["times"]) == {"forward", "energy_forces", "train_step"} and not r["errors"])
+    assert record["environment"]["versions"]["torch"] == torch.__version__
+    assert "| painn |" in table(record)
+
+
+def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():
+    register(BenchModel("not-yet-a-model", {}, peers=("pyg",)))
+    try:
+        record = run_bench(models=["not-yet-a-model"], batch_sizes=[2], repeats=1, warmup=0, log=lambda m: None)
+    finally:
+        del BENCH_MODELS["not-yet-a-model"]
+    (row,) = record["results"]
+    assert "eqbench.models.create does not know 'not-yet-a-model'" in row["skipped"]
+    assert "skipped: eqbench.models.create" in table(record)
+
+
+def test_bench_cli_writes_table_json_and_report(tmp_path, capsys):
+    rc = main(["bench", "--models", "schnet", "--batch-sizes", "1", "2", "--repeats", "1", "--warmup", "0",
+               "--no-peers", "--ops", "forward", "energy_forces", "--scaling", "20", "--no-memory",
+               "--json", str(tmp_path / "b.json"), "--report", str(tmp_path / "report")])
+    assert rc == 0
+    assert "| schnet |" in capsys.readouterr().out
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert {r["case"] for r in record["results"]} == {"qm9", "cluster", "periodic"}
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "eqbench bench" in index and "| schnet |" in index
+    assert (tmp_path / "report" / "time_vs_batch_atoms.svg").exists()
+    assert (tmp_path / "report" / "time_vs_structure_atoms.svg").exists()
+
+
+def test_bench_cli_refuses_an_unknown_model(capsys):
+    assert main(["bench", "--models", "nonet", "--repeats", "1"]) == 2
+    assert "unknown model 'nonet'" in capsys.readouterr().err
+
+
+def test_structures_are_seeded_and_water_has_liquid_density():
+    a, b = qm9_like_batch(3, seed=4), qm9_like_batch(5, seed=4)
+    assert torch.equal(a.pos, b.pos[: len(a.pos)])
+    assert 10 <= a.pos.shape[0] / 3 <= 30
+    box = water_batch(81, periodic=True)
+    density = box.pos.shape[0] / torch.det(box.cell[0].double())
+    assert float(density) == pytest.approx(0.1, rel=0.02)  # atoms/Å³ of water at 1 g/cm³
+    assert water_batch(100, periodic=False).pos.shape[0] == 102
+
+
+@pytest.mark.parametrize("peer,model,params", [("schnetpack", "painn", 589_057), ("schnetpack", "schnet", 455_809),
+                                               ("pyg", "schnet", 455_809)])
+def test_peer_parameter_counts_at_the_papers_sizes(peer, model, params):
+    c = build_peer(peer, model, BENCH_MODELS[model].kwargs, "cpu", torch.float32)
+    if isinstance(c, Skipped):
+        pytest.skip(c.reason)
+    assert c.n_parameters == params  # measured with the peers' own constructors (PEERS.md)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is None, reason="torch-geometric is not installed")
+def test_pyg_dimenetpp_runs_on_eqbench_triplets():
+    c = build_peer("pyg", "dimenet++", dict(n_features=16, n_interactions=1, n_rbf=3, lmax=2), "cpu",
+                   torch.float64)
+    assert not isinstance(c, Skipped), getattr(c, "reason", "")
+    batch = qm9_like_batch(2, dtype=torch.float64)
+    inputs = c.prepare(batch)
+    c.module.eval()
+    energy, forces = c.energy_forces(inputs)
+    assert energy.shape == (2,) and forces.shape == batch.pos.shape and torch.isfinite(forces).all()
+    # rotating the molecules leaves the energies unchanged: the handed triplets and angles are consistent
+    from tests.model_checks import random_rotation
+
+    rot = random_rotation(1)
+    rotated = c.prepare(type(batch)(**{**batch.__dict__, "pos": batch.pos @ rot.T}))
+    assert torch.allclose(c.energy(rotated), c.energy(inputs), atol=1e-8)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("so3krates_torch") is None, reason="so3krates-torch is not installed")
+def test_so3krates_torch_peer_runs():
+    c = build_peer("so3krates-torch", "so3krates", dict(n_interactions=1), "cpu", torch.float32)
+    assert not isinstance(c, Skipped), getattr(c, "reason", "")
+    batch = qm9_like_batch(2)
+    energy, forces = c.energy_forces(c.prepare(batch))
+    assert energy.shape == (2,) and forces.shape == batch.pos.shape and torch.isfinite(forces).all()
