@@ -147,9 +147,10 @@ class Calculator(_AseCalculator):
     def _check(self, atoms, index: int) -> None:
         if len(atoms) == 0:
             raise DataError(f"structure {index} has no atoms")
-        if np.any(atoms.pbc):
-            raise ConfigError(f"structure {index} is periodic (pbc={atoms.pbc.tolist()}); eqbench's neighbour list "
-                              f"handles molecules only: set atoms.pbc = False")
+        if np.any(atoms.pbc) and not self.model.representation.supports_periodic:
+            raise ConfigError(f"structure {index} is periodic (pbc={atoms.pbc.tolist()}), which "
+                              f"{type(self.model.representation).__name__} does not handle: set atoms.pbc = False "
+                              f"or use a run of a periodic-capable model (SchNet, PaiNN)")
         pos = atoms.positions
         if not np.all(np.isfinite(pos)):
             raise DataError(f"structure {index} has non-finite coordinates")

@@ -25,7 +25,7 @@ from eqbench.errors import ConfigError, DataError, ModelError
 from eqbench.evaluate.md import run_md
 from eqbench.evaluate.spectrum import find_peaks, ir_spectrum
 from eqbench.heads import Energy
-from eqbench.models import PaiNN
+from eqbench.models import E3nnNet, PaiNN
 from eqbench.task import AtomisticTask
 
 # From the SI definitions (CODATA 2018); ASE's default constants are CODATA 2014, 1e-8 apart: compare to 1e-7.
@@ -211,10 +211,6 @@ def test_missing_dipole_head_and_bad_inputs(tmp_path, run_dir):
     atoms.get_forces()
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_dipole_moment()
-    periodic = ethanol()
-    periodic.cell, periodic.pbc = [10, 10, 10], True
-    with pytest.raises(ConfigError, match="periodic"):
-        Calculator(directory).evaluate([periodic])
     with pytest.raises(ConfigError, match="neither a run directory nor a .ckpt"):
         Calculator(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="unit 'furlong' of 'energy' is not known"):
@@ -229,6 +225,31 @@ def test_missing_dipole_head_and_bad_inputs(tmp_path, run_dir):
         Calculator(directory, dtype="float16")
     with pytest.raises(ConfigError, match=".xyz/.extxyz"):
         run_md(Calculator(directory), ethanol(), steps=2, out=tmp_path / "md.csv", progress=False)
+
+
+def test_periodic_cells(tmp_path, run_dir):
+    """PaiNN handles periodic cells: in a box wider than molecule + cutoff the energy is the molecule's, in a
+    small box the images interact; a model whose neighbour list ignores cells refuses periodic input."""
+    calc = Calculator(run_dir, dtype="float64")
+    molecule_energy = calc.evaluate([ethanol()])[0]["energy"]
+    wide, small = ethanol(), ethanol()
+    wide.cell, wide.pbc = [12, 12, 12], True  # images ≥ 12 − 3.3 Å away: beyond the 4 Å cutoff
+    small.cell, small.pbc = [5, 5, 5], True
+    wide_energy, small_energy = (r["energy"] for r in calc.evaluate([wide, small]))
+    assert wide_energy == pytest.approx(molecule_energy, abs=1e-9)
+    assert abs(small_energy - molecule_energy) > 1e-6
+    e3nn_dir = tmp_path / "e3nn"
+    e3nn_dir.mkdir()
+    representation = {"class_path": "eqbench.models.E3nnNet",
+                      "init_args": {"n_features": 4, "n_vectors": 2, "n_interactions": 1, "cutoff": 3.0}}
+    (e3nn_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"representation": representation,
+                                                                      "targets": [{"name": "energy"}]}}))
+    task = AtomisticTask(E3nnNet(**representation["init_args"]), targets=[{"name": "energy"}])
+    (e3nn_dir / "checkpoints").mkdir()
+    torch.save({"state_dict": task.state_dict()}, e3nn_dir / "checkpoints" / "best.ckpt")
+    (e3nn_dir / "run.json").write_text(json.dumps({"data": {"units": {"energy": "eV"}, "elements": [1, 6, 8]}}))
+    with pytest.raises(ConfigError, match="periodic"):
+        Calculator(e3nn_dir).evaluate([small])
 
 
 # ------------------------------------------------------------------------------------------------ IR spectrum

@@ -123,6 +123,9 @@ class Representation(nn.Module, metaclass=_CheckedConstruction):
     cutoff: float
     has_vectors: bool = False
     activation: str = "silu"
+    # True when the model passes the batch's cell and pbc to the neighbour list (periodic images);
+    # a model that does not is refused periodic input instead of silently ignoring the cell.
+    supports_periodic: bool = False
 
     def forward(self, batch: Batch) -> AtomFeatures:  # pragma: no cover - interface
         raise NotImplementedError
@@ -147,6 +150,9 @@ class AtomisticModel(nn.Module):
         return self._forward(batch)
 
     def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if batch.pbc is not None and bool(batch.pbc.any()) and not self.representation.supports_periodic:
+            raise ModelError(f"{type(self.representation).__name__} does not handle periodic cells (the batch has "
+                             f"pbc set); use a model that does (SchNet, PaiNN) or set atoms.pbc = False")
         features = self.representation(batch)
         features.pos = batch.pos
         out: dict[str, torch.Tensor] = {}

@@ -156,6 +156,7 @@ class PaiNN(Representation):
     """
 
     has_vectors = True  # per instance: False with vector_features=False
+    supports_periodic = True
 
     def __init__(self, n_features: int = 128, n_interactions: int = 3, n_rbf: int = 20, cutoff: float = 5.0,
                  activation: str = "silu", vector_scalar_product: bool = True, vector_propagation: bool = True,

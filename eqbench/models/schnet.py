@@ -41,6 +41,7 @@ class CFConvInteraction(nn.Module):
 
 class SchNet(Representation):
     has_vectors = False
+    supports_periodic = True
 
     def __init__(self, n_features: int = 128, n_interactions: int = 6, n_rbf: int = 50, cutoff: float = 5.0,
                  activation: str = "ssp", radial_basis: str = "gaussian", max_z: int = 100):
