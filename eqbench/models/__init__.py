@@ -6,11 +6,14 @@ from torch import nn
 
 from eqbench.errors import ModelError
 from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
+from eqbench.models.dimenet import DimeNet, DimeNetPlusPlus
 from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
 
 MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
 MODELS["painn"] = PaiNN
+MODELS["dimenet"] = DimeNet
+MODELS["dimenet++"] = DimeNetPlusPlus
 
 
 def register(name: str):
@@ -38,4 +41,4 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = ["MODELS", "create", "register", "count_parameters", "AtomisticModel", "AtomFeatures", "Representation",
-           "SchNet"]
+           "SchNet", "DimeNet", "DimeNetPlusPlus"]
