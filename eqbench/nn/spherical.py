@@ -2,6 +2,9 @@
 
 - :func:`spherical_bessel`        j_l(x) for l = 0…L−1 by the upward recurrence
                                   j_{l+1}(x) = (2l+1)/x · j_l(x) − j_{l−1}(x), j_0 = sin x / x.
+- :func:`spherical_bessel_l`      j_l(x) of one order, accurate for all x ≥ 0: the recurrence for x ≥ l + 1 and
+                                  the power series x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)⋯(2l+2k+1))
+                                  below, where the recurrence loses every digit to cancellation.
 - :func:`spherical_bessel_roots`  z_ln, the n-th positive root of j_l, computed numerically: the roots of
                                   j_l interlace those of j_{l−1} (z_0n = nπ), so each lies in a bracket
                                   found from the previous order and is refined by bisection in float64.
@@ -30,6 +33,24 @@ def spherical_bessel(x: torch.Tensor, n_orders: int) -> list[torch.Tensor]:
     for l in range(1, n_orders - 1):
         out.append((2 * l + 1) / x * out[l] - out[l - 1])
     return out
+
+
+def spherical_bessel_l(x: torch.Tensor, l: int, n_terms: int = 16) -> torch.Tensor:
+    """j_l(x) for x ≥ 0 (see the module docstring); both branches are evaluated on safe inputs, so the
+    gradient has no NaN from the branch not taken."""
+    threshold = l + 1.0
+    small = x < threshold
+    x_rec = torch.where(small, torch.full_like(x, threshold), x)
+    recurrence = spherical_bessel(x_rec, l + 1)[l]
+    x_ser = torch.where(small, x, torch.zeros_like(x))
+    term = torch.ones_like(x_ser)
+    total = term
+    for k in range(1, n_terms):
+        term = term * (-0.5 * x_ser**2) / (k * (2 * l + 2 * k + 1))
+        total = total + term
+    double_factorial = math.prod(range(1, 2 * l + 2, 2))
+    series = x_ser**l / double_factorial * total
+    return torch.where(small, series, recurrence)
 
 
 def _j(l: int, x: np.ndarray) -> np.ndarray:
@@ -80,12 +101,12 @@ class SphericalBesselBasis(nn.Module):
         roots = spherical_bessel_roots(n_spherical, n_radial)
         j_next = np.stack([_j(l + 1, roots[l]) for l in range(n_spherical)])
         norm = np.sqrt(2.0 / (cutoff**3 * j_next**2))
-        dtype = torch.get_default_dtype()
-        self.register_buffer("roots", torch.as_tensor(roots, dtype=dtype))
-        self.register_buffer("norm", torch.as_tensor(norm, dtype=dtype))
+        # float64 buffers (cast in forward), so a float64 model sees the roots to full precision.
+        self.register_buffer("roots", torch.as_tensor(roots, dtype=torch.float64))
+        self.register_buffer("norm", torch.as_tensor(norm, dtype=torch.float64))
         self.n_spherical, self.n_radial, self.cutoff = n_spherical, n_radial, cutoff
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        x = dist[..., None, None] / self.cutoff * self.roots  # [..., L, N]
-        orders = [spherical_bessel(x[..., l, :], l + 1)[l] for l in range(self.n_spherical)]
-        return torch.stack(orders, dim=-2) * self.norm
+        x = dist[..., None, None] / self.cutoff * self.roots.to(dist.dtype)  # [..., L, N]
+        orders = [spherical_bessel_l(x[..., l, :], l) for l in range(self.n_spherical)]
+        return torch.stack(orders, dim=-2) * self.norm.to(dist.dtype)
