@@ -371,3 +371,55 @@ def test_weight_transfer_from_pyg(name):
     # PyG's sympy-generated basis uses float32 constants: agreement to ~1e-8, not round-off.
     assert float((energy - ours["energy"]).abs().max()) < 1e-6 * scale_e
     assert float((forces - ours["forces"]).abs().max()) < 1e-6 * scale_f
+
+
+# ------------------------------------------------------------------ multi-target heads, Tab. 3 report
+def test_one_linear_head_per_target_is_dimenets_final_layer():
+    targets = [{"name": n} for n in ("mu", "alpha", "homo", "U0")]
+    one, four = count_model_parameters("dimenet"), count_model_parameters("dimenet", targets=targets)
+    assert four - one == 3 * 7 * 128  # PyG's out_channels = 4 adds 3 × 128 weights to each of 7 final layers
+    rep = create("dimenet++", n_interactions=1)
+    from eqbench.task import Target, build_heads
+
+    (head,) = build_heads(rep, [Target("U0")])
+    assert [type(m).__name__ for m in head.mlp] == ["Linear"] and head.mlp[0].bias is None
+    assert head.mlp[0].in_features == 2 * 256
+
+
+def test_target_rows_table_with_summary_rows():
+    from eqbench.report.tables import ColumnSpec, Record, TableSpec, build_table
+
+    records = [Record(factors={"variant": v}, seed=s, state="COMPLETE",
+                      metrics={"test_U0_mae": base * (1 + s), "test_homo_mae": 2 * base})
+               for v, base in (("full", 1.0), ("nodes", 3.0)) for s in (0, 1)]
+    spec = TableSpec(name="t", rows="target", row_order=["U0", "homo"], summary_rows=["std_mae", "log_mae"],
+                     target_std={"U0": 10.0, "homo": 4.0},
+                     columns=[ColumnSpec(label=v, metric="test_{target}_mae", where={"variant": v})
+                              for v in ("full", "nodes")])
+    table = build_table(spec, records)
+    assert table.row_keys == ["U0", "homo", "std_mae", "log_mae"]
+    assert [c.mean for c in table.cells[0]] == [1.5, 4.5] and [c.mean for c in table.cells[1]] == [2.0, 6.0]
+    # full: (1.5/10 + 2/4)/2 = 0.325 → 32.5 %; logMAE = (ln 0.15 + ln 0.5)/2
+    assert table.cells[2][0].mean == pytest.approx(32.5)
+    assert table.cells[3][0].mean == pytest.approx((math.log(0.15) + math.log(0.5)) / 2)
+
+
+def test_ablation_spec_and_table_3_transcription():
+    from pathlib import Path
+
+    from eqbench.report.tables import load_paper_values
+    from eqbench.sweep.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    for profile in (None, "paper", "cpu"):
+        load_spec(root / "sweeps" / "dimenet_ablation.yaml", profile)
+    text = root.parent / "shared" / "papers" / "dimenet.md"
+    if not text.is_file():
+        pytest.skip(f"paper text not found at {text} (../shared)")
+    lines = text.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Variation\t"))
+    rows = [line.split("\t") for line in lines[start + 1:start + 4]]
+    values = load_paper_values()["dimenet_tab3"]["rows"]
+    for key, cols in zip(["gaussian_rbf", "n_shbf_1", "node_embeddings"], rows):
+        assert values[key]["mae_ratio"] == float(cols[1].rstrip(" %")), key
+        assert values[key]["delta_log_mae"] == float(cols[2]), key
