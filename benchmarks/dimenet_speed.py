@@ -122,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--molecules", type=int, default=50)
     parser.add_argument("--only", choices=["ours", "pyg"], help="internal: one model, for the memory measurement")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for one eqbench step")
     args = parser.parse_args()
@@ -130,7 +131,7 @@ def main() -> None:
         print(json.dumps(run_one(args.only, args.repeats)))
         return
     dm, pyg, ours = build()
-    batch, source = standard_batch()
+    batch, source = standard_batch(args.molecules)
     te, tf = torch.zeros(batch.n_molecules), torch.zeros_like(batch.pos)
     e_ours = step_ours(ours, batch, te, tf)["energy"].detach()
     e_pyg = step_pyg(dm, pyg, batch, te, tf).detach()
