@@ -6,8 +6,8 @@ energy + forces (create_graph) → loss (energy MSE + forces MSE) → backward. 
 hyperparameters (F = 128, 4 blocks, 64/8/256, N_SHBF = 7, N_SRBF = N_RBF = 6) and identical weights
 (tests/pyg_dimenet.py transfers them and checks the energies agree); PyG's graph helpers are replaced by
 eqbench's radius graph and triplets. Times alternate between the models in one process (median of
-``--repeats``); peak memory is the peak resident set size of a fresh subprocess per model, above the
-process's size before its first step.
+``--repeats``); peak memory is the peak resident set size of a fresh subprocess that builds only that model, above
+the process's size before its first step.
 
     PYTHONPATH=$PWD python benchmarks/dimenet_speed.py [--repeats 7] [--threads 2] [--profile]
 """
@@ -105,10 +105,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(which: str, repeats: int) -> dict:
-    dm, pyg, ours = build()
-    batch, _ = standard_batch()
+def run_one(which: str, repeats: int, n_molecules: int) -> dict:
+    """One model alone in this process (the other is not even built), so the peak RSS is this model's."""
+    batch, _ = standard_batch(n_molecules)
     te, tf = torch.zeros(batch.n_molecules), torch.zeros_like(batch.pos)
+    if which == "ours":
+        dm, pyg, rep = None, None, create("dimenet++")
+        ours = AtomisticModel(rep, [Energy(rep.n_features, forces=True, **rep.head_kwargs)])
+    else:
+        dm, ours = import_pyg_dimenet(), None
+        pyg = dm.DimeNetPlusPlus(128, 1, 4, 64, 8, 256, 7, 6, output_initializer="glorot_orthogonal")
     before = peak_rss_mb()
     times = []
     for _ in range(repeats):
@@ -123,12 +129,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--molecules", type=int, default=50)
-    parser.add_argument("--only", choices=["ours", "pyg"], help="internal: one model, for the memory measurement")
+    parser.add_argument("--only", choices=["ours", "pyg"], help="one model alone (what the memory measurement runs)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for one eqbench step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only:
-        print(json.dumps(run_one(args.only, args.repeats)))
+        print(json.dumps(run_one(args.only, args.repeats, args.molecules)))
         return
     dm, pyg, ours = build()
     batch, source = standard_batch(args.molecules)
@@ -157,8 +163,9 @@ def main() -> None:
     print(f"train step (median of {args.repeats}, {args.threads} threads): eqbench {mo:.3f} s, PyG {mp:.3f} s, "
           f"PyG / eqbench = {mp / mo:.2f}×")
     for which in ("ours", "pyg"):
-        res = subprocess.run([sys.executable, __file__, "--only", which, "--repeats", "2", "--threads",
-                              str(args.threads)], capture_output=True, text=True, check=True)
+        res = subprocess.run([sys.executable, __file__, "--only", which, "--repeats", "1", "--threads",
+                              str(args.threads), "--molecules", str(args.molecules)],
+                             capture_output=True, text=True, check=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"peak memory ({'eqbench' if which == 'ours' else 'PyG'}): +{r['peak_rss_increase_mb']:.0f} MB RSS")
 
