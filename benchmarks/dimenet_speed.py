@@ -6,8 +6,8 @@ energy + forces (create_graph) → loss (energy MSE + forces MSE) → backward. 
 hyperparameters (F = 128, 4 blocks, 64/8/256, N_SHBF = 7, N_SRBF = N_RBF = 6) and identical weights
 (tests/pyg_dimenet.py transfers them and checks the energies agree); PyG's graph helpers are replaced by
 eqbench's radius graph and triplets. Times alternate between the models in one process (median of
-``--repeats``); peak memory is the peak resident set size of a fresh subprocess that builds only that model, above
-the process's size before its first step.
+``--repeats``); peak memory: ``--only ours`` / ``--only pyg`` run one model alone in the process (the
+other is not built) and report the peak resident set size above the process's size before its first step.
 
     PYTHONPATH=$PWD python benchmarks/dimenet_speed.py [--repeats 7] [--threads 2] [--profile]
 """
@@ -18,7 +18,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -162,12 +161,8 @@ def main() -> None:
     mo, mp = statistics.median(t_ours), statistics.median(t_pyg)
     print(f"train step (median of {args.repeats}, {args.threads} threads): eqbench {mo:.3f} s, PyG {mp:.3f} s, "
           f"PyG / eqbench = {mp / mo:.2f}×")
-    for which in ("ours", "pyg"):
-        res = subprocess.run([sys.executable, __file__, "--only", which, "--repeats", "1", "--threads",
-                              str(args.threads), "--molecules", str(args.molecules)],
-                             capture_output=True, text=True, check=True)
-        r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"peak memory ({'eqbench' if which == 'ours' else 'PyG'}): +{r['peak_rss_increase_mb']:.0f} MB RSS")
+    print("peak memory: run this script with --only ours and with --only pyg (one model per process; the peak "
+          "RSS above the process's size before its first step)")
 
 
 if __name__ == "__main__":
