@@ -22,18 +22,20 @@ from eqbench.nn.gated import gated_equivariant_mlp
 class Atomwise(nn.Module):
     """y = agg_i (scale · MLP(s_i) + shift + atomref[z_i]); ``aggregation`` sum (extensive) or mean (intensive).
 
-    The MLP has two layers, F → F/2 → 1, as in SchNet's and PaiNN's (Fig. 2) output blocks.
+    The MLP has two layers, F → F/2 → 1, as in SchNet's and PaiNN's (Fig. 2) output blocks; ``n_hidden=[]``
+    makes it one linear layer (DimeNet's final output layers), ``bias=False`` drops its last bias.
     """
 
     needs_pos_grad = False
 
-    def __init__(self, n_features: int, output: str = "y", aggregation: str = "sum", n_hidden: int | None = None,
-                 activation: str = "silu"):
+    def __init__(self, n_features: int, output: str = "y", aggregation: str = "sum",
+                 n_hidden: int | list[int] | None = None, activation: str = "silu", bias: bool = True):
         super().__init__()
         if aggregation not in ("sum", "mean"):
             raise ConfigError(f"head {output!r}: aggregation must be 'sum' or 'mean', not {aggregation!r}")
         self.output, self.aggregation = output, aggregation
-        self.mlp = build_mlp(n_features, n_hidden or n_features // 2, 1, activation)
+        self.mlp = build_mlp(n_features, n_features // 2 if n_hidden is None else n_hidden, 1, activation,
+                             bias_out=bias)
         # float64: the network works in float32, but a molecule's total (ferrocene: −23,865 kcal/mol, where
         # one float32 step is 0.002 kcal/mol) must still resolve a 0.01 kcal/mol rotor profile.
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
@@ -62,9 +64,10 @@ class Energy(Atomwise):
     differentiated with respect to the weights.
     """
 
-    def __init__(self, n_features: int, forces: bool = True, n_hidden: int | None = None,
-                 activation: str = "silu", output: str = "energy"):
-        super().__init__(n_features, output=output, aggregation="sum", n_hidden=n_hidden, activation=activation)
+    def __init__(self, n_features: int, forces: bool = True, n_hidden: int | list[int] | None = None,
+                 activation: str = "silu", output: str = "energy", bias: bool = True):
+        super().__init__(n_features, output=output, aggregation="sum", n_hidden=n_hidden, activation=activation,
+                         bias=bias)
         self.forces = forces
 
     @property

@@ -62,15 +62,17 @@ def build_heads(representation: Representation, targets: list[Target]) -> list[n
     names = [t.name for t in targets]
     heads: list[nn.Module] = []
     act = getattr(representation, "activation", "silu")
+    # A representation may ask for its own atomwise output layers (DimeNet: one linear layer, no bias).
+    defaults = dict(getattr(representation, "head_kwargs", {}))
     if "energy" in names or "forces" in names:
-        heads.append(Energy(representation.n_features, forces="forces" in names, activation=act))
+        heads.append(Energy(representation.n_features, forces="forces" in names, activation=act, **defaults))
     for t in targets:
         if t.name in ("energy", "forces") and t.head in (None, "energy"):
             continue
         kind = t.head or "atomwise"
         if kind == "atomwise":
             heads.append(Atomwise(representation.n_features, output=t.name, aggregation=t.aggregation,
-                                  activation=act, **t.head_kwargs))
+                                  activation=act, **{**defaults, **t.head_kwargs}))
         elif kind in HEADS:
             heads.append(HEADS[kind](representation, output=t.name, **t.head_kwargs))
         else:

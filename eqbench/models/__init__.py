@@ -6,6 +6,7 @@ from torch import nn
 
 from eqbench.errors import ModelError
 from eqbench.models.base import AtomFeatures, AtomisticModel, Representation
+from eqbench.models.dimenet import DimeNet, DimeNetPlusPlus
 from eqbench.models.e3nn_nets import E3nnNet, L0Net, L0NetDeep, L1Net
 from eqbench.models.painn import PaiNN
 from eqbench.models.schnet import SchNet
@@ -15,6 +16,8 @@ MODELS: dict[str, type[Representation]] = {"schnet": SchNet}
 MODELS["painn"] = PaiNN
 MODELS.update({"e3nn": E3nnNet, "l1net": L1Net, "l0net": L0Net, "l0net_deep": L0NetDeep})
 MODELS["so3krates"] = So3krates
+MODELS["dimenet"] = DimeNet
+MODELS["dimenet++"] = DimeNetPlusPlus
 
 
 def register(name: str):
@@ -42,4 +45,4 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 __all__ = ["MODELS", "create", "register", "count_parameters", "AtomisticModel", "AtomFeatures", "Representation",
-           "SchNet", "E3nnNet", "L1Net", "L0Net", "L0NetDeep"]
+           "SchNet", "PaiNN", "DimeNet", "DimeNetPlusPlus", "E3nnNet", "L1Net", "L0Net", "L0NetDeep", "So3krates"]

@@ -157,7 +157,11 @@ def _parse_table(body, where: str, factors: set[str]) -> tuple[TableSpec, bool]:
     _check_keys(body, TABLE_KEYS, where)
     for key in ("name", "rows", "columns"):
         _require(key in body, f"{where}: {key!r} is required")
-    _check_factor(body["rows"], factors, f"{where}.rows")
+    if body["rows"] not in factors and body.get("row_order"):
+        # Rows that are not a factor (the targets of multi-target runs) name a variable for metric braces.
+        factors = factors | {body["rows"]}
+    else:
+        _check_factor(body["rows"], factors, f"{where}.rows")
     _require(isinstance(body["columns"], list) and body["columns"], f"{where}.columns must be a non-empty list")
     columns = [_parse_column(c, f"{where}.columns[{j}]", factors) for j, c in enumerate(body["columns"])]
     labels = [c.label for c in columns]

@@ -23,7 +23,7 @@ not record the metric) are marked, never dropped; a cell where only some seeds f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -209,6 +209,13 @@ def _units(records: list[Record], column: ColumnSpec, papers: dict | None = None
 def build_table(spec: TableSpec, records: list[Record]) -> Table:
     if not spec.columns:
         raise ConfigError(f"table {spec.name!r}: no columns")
+    if records and not any(spec.rows in r.factors for r in records):
+        # Rows that are not a factor (targets of multi-target runs): every record serves every row, and the
+        # row value fills the braces of metric names (``test_{target}_mae``).
+        if not spec.row_order:
+            raise ConfigError(f"table {spec.name!r}: rows {spec.rows!r} is not a factor of the sweep; list the "
+                              f"rows in row_order (e.g. the targets)")
+        records = [replace(r, factors={**r.factors, spec.rows: key}) for key in spec.row_order for r in records]
     row_keys = list(spec.row_order or dict.fromkeys(r.factors.get(spec.rows) for r in records))
     metric_columns = [c for c in spec.columns if c.kind in ("metric", "parameters", "width")]
     papers = load_paper_values() if any(c.kind == "paper" for c in spec.columns) else {}

@@ -1,0 +1,340 @@
+"""DimeNet (Klicpera, Groß & Günnemann 2020) and DimeNet++ (Klicpera et al. 2020): directional message passing.
+
+Messages m_ji live on directed edges j → i (eqbench.geometry's edge convention: ``center`` i,
+``neighbor`` j). They are updated from the messages m_kj arriving at j, k ∈ N_j \\ {i}, using the
+distance d_ji, the distance d_kj and the angle α_(kj,ji) between the two messages (Eq. 4)::
+
+    m_ji^(l+1) = f_update(m_ji^(l), Σ_k f_int(m_kj^(l), e_RBF^(ji), a_SBF^(kj,ji)))         (4)
+
+Bases (Sec. 5), both multiplied by the envelope u(d) of Eq. (8) (p = 6, C² at the cutoff):
+
+- e_RBF(d) = u(d) · sqrt(2/c) sin(k_n d)/d, k_n initialised at nπ/c and trained (Eq. 7; N_RBF = 6, App. B).
+- a_SBF(d_kj, α) = u(d_kj) · sqrt(2/(c³ j²_{l+1}(z_ln))) j_l(z_ln d_kj/c) Y_l^0(α) (Eq. 6; N_SHBF = 7,
+  N_SRBF = 6), with the roots z_ln of the spherical Bessel functions computed numerically
+  (:mod:`eqbench.nn.spherical`).
+- α_(kj,ji) is the angle between the message directions x_j − x_k and x_i − x_j, i.e. π minus the bond
+  angle at j (the authors' implementation and PyG's DimeNetPlusPlus; PyG's ``DimeNet`` uses instead the
+  angle at i between x_j − x_i and x_k − x_i, which is a different angle: see the tests).
+
+Blocks (Sec. 6, Fig. 4; σ = swish/SiLU):
+
+- Embedding block (Eq. 9): m_ji^(1) = σ([h_j ‖ h_i ‖ σ(W_rbf e_RBF(d_ji) + b_rbf)] W + b). As in Fig. 4 and the
+  authors' implementation, e_RBF passes through a dense layer with σ before the concatenation.
+- Interaction block (Fig. 4): x_ji = σ(W_ji m_ji + b); x_kj = σ(W_kj m_kj + b) ⊙ W_rbf e_RBF;
+  Σ_k of the bilinear layer Σ_{b,l} W_{c,b,l} (W_sbf a_SBF)_b x_kj,l (N_bilinear = 8); one residual layer,
+  a dense layer with σ plus the skip connection from m_ji, two residual layers (x + σ(W₂ σ(W₁ x + b₁) + b₂)).
+- Output block: Σ_j (W_rbf e_RBF(d_ji)) ⊙ m_ji per atom i, three dense layers with σ, then a final
+  linear layer; the outputs of all blocks (the embedding block's included) are summed, t = Σ_i Σ_l t_i^(l).
+
+DimeNet++ (public changes): the message is multiplied by W_rbf2 W_rbf1 e_RBF, projected down to
+``n_triplet_features`` (64) with σ before the triplet step, which multiplies it element-wise by
+W_sbf2 W_sbf1 a_SBF (basis embeddings of size 8) instead of the bilinear layer, and projected up with σ
+after the sum over k; output blocks project up to ``n_output_features`` (256) before their dense layers.
+Defaults: F = 128, 4 blocks.
+
+Implementation choices that follow the authors' code rather than the equations as printed (both are also
+what PyTorch Geometric does, so weights transfer):
+
+- The interaction block multiplies x_kj by W_rbf e_RBF(d_kj), the radial basis of the *incoming* edge k → j
+  (Eq. 4 writes e_RBF^(ji)).
+- ``sbf_over_distance=True``: the 2D basis is u(d)/d · ã_SBF. The authors' envelope carries the 1/d of Eq. 7
+  and is applied to both bases; ``False`` gives u(d) · ã_SBF as in Eq. 6 and Sec. 5.
+
+How the output blocks meet eqbench's heads: every output block ends in a linear layer, and a sum of linear
+maps is one linear map of the concatenation, Σ_l W_l x_l = [W_0 … W_B] [x_0; …; x_B]. The representation
+therefore returns as ``AtomFeatures.scalar`` the concatenated inputs x_l of the final layers of all B + 1
+output blocks (width (B+1)·F, or (B+1)·256 for DimeNet++), and asks the task (``head_kwargs``) for a linear
+head without bias: one such head per target is exactly DimeNet's per-target final layers. The head's
+scale/shift/atom references are eqbench's standardisation (buffers, no parameters).
+
+Parameter counts (one target, the defaults): DimeNet 2,100,838, DimeNet++ 1,886,598. PyTorch Geometric's
+``DimeNet(128, 1, 6, 8, 7, 6)`` has 2,100,070 and ``DimeNetPlusPlus(128, 1, 4, 64, 8, 256, 7, 6)``
+1,885,830: the only difference is the element embedding, 101 rows (Z = 0…100, as every eqbench model)
+against PyG's 95, i.e. 6 × 128 = 768 parameters (+0.04 %).
+
+Tab. 3 ablations, keyword arguments:
+
+- ``radial_basis="gaussian"``: 64 Gaussians (eqbench.nn.GaussianRBF on [0, c], times the envelope) for d_ji
+  and for the radial part of a_SBF (d_kj), instead of 6 Bessel functions each.
+- ``n_spherical=1``: N_SHBF = 1, only l = 0, so the angle is ignored.
+- ``message_embeddings=False``: node embeddings h_i (element embedding) instead of message embeddings; the
+  interaction block updates h_i from Σ_j σ(W_kj h_j + b) ⊙ W_rbf e_RBF(d_ji) (DimeNet++: with the down/up
+  projections) without triplets, angles or the 2D basis; output blocks read h_j in place of m_ji.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from eqbench.batch import Batch
+from eqbench.errors import ModelError
+from eqbench.geometry import radius_graph, triplets
+from eqbench.models.base import AtomFeatures, Representation
+from eqbench.nn import GaussianRBF, PolynomialEnvelope, segment_sum
+from eqbench.nn import activation as make_activation
+from eqbench.nn.radial import BesselRBF
+from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0
+
+RADIAL_BASES = ("bessel", "gaussian")
+
+
+class ResidualLayer(nn.Module):
+    """x + σ(W₂ σ(W₁ x + b₁) + b₂)."""
+
+    def __init__(self, n_features: int, activation: str):
+        super().__init__()
+        self.lin1, self.lin2 = nn.Linear(n_features, n_features), nn.Linear(n_features, n_features)
+        self.act = make_activation(activation)
+
+    def forward(self, x):
+        return x + self.act(self.lin2(self.act(self.lin1(x))))
+
+
+class EmbeddingBlock(nn.Module):
+    """Eq. (9): m_ji = σ([h_j ‖ h_i ‖ σ(W_rbf e_RBF(d_ji) + b)] W + b); ``message_embeddings=False``: h_i only."""
+
+    def __init__(self, n_rbf: int, n_features: int, activation: str, max_z: int, message_embeddings: bool):
+        super().__init__()
+        self.embedding = nn.Embedding(max_z + 1, n_features)
+        self.message_embeddings = message_embeddings
+        if message_embeddings:
+            self.lin_rbf = nn.Linear(n_rbf, n_features)
+            self.lin = nn.Linear(3 * n_features, n_features)
+        self.act = make_activation(activation)
+
+    def forward(self, z, rbf, center, neighbor):
+        h = self.embedding(z)
+        if not self.message_embeddings:
+            return h
+        e = self.act(self.lin_rbf(rbf))
+        return self.act(self.lin(torch.cat([h[neighbor], h[center], e], dim=-1)))
+
+
+class _Interaction(nn.Module):
+    """Shared parts of the interaction block: x_ji, x_kj, residual stacks and the skip connection."""
+
+    def __init__(self, n_features: int, activation: str, n_before_skip: int, n_after_skip: int):
+        super().__init__()
+        self.act = make_activation(activation)
+        self.lin_ji = nn.Linear(n_features, n_features)
+        self.lin_kj = nn.Linear(n_features, n_features)
+        self.before_skip = nn.ModuleList(ResidualLayer(n_features, activation) for _ in range(n_before_skip))
+        self.lin = nn.Linear(n_features, n_features)
+        self.after_skip = nn.ModuleList(ResidualLayer(n_features, activation) for _ in range(n_after_skip))
+
+    def update(self, m, x_ji, aggregated):
+        h = x_ji + aggregated
+        for layer in self.before_skip:
+            h = layer(h)
+        h = self.act(self.lin(h)) + m
+        for layer in self.after_skip:
+            h = layer(h)
+        return h
+
+
+class DimeNetInteraction(_Interaction):
+    """DimeNet interaction block with the bilinear layer (N_bilinear × F × F)."""
+
+    def __init__(self, n_features: int, n_bilinear: int, n_sbf: int, n_rbf: int, activation: str,
+                 n_before_skip: int, n_after_skip: int):
+        super().__init__(n_features, activation, n_before_skip, n_after_skip)
+        self.lin_rbf = nn.Linear(n_rbf, n_features, bias=False)
+        if n_sbf:  # node embeddings (n_sbf = 0) have no triplets, hence no 2D basis and no bilinear layer
+            self.lin_sbf = nn.Linear(n_sbf, n_bilinear, bias=False)
+            # W[c, b, l]: output channel c, bilinear index b, input channel l.
+            self.bilinear = nn.Parameter(torch.empty(n_features, n_bilinear, n_features))
+            nn.init.normal_(self.bilinear, std=2.0 / n_features)
+        self.n_bilinear = n_bilinear
+
+    def forward(self, m, rbf, sbf, graph, trip, n_atoms):
+        x_ji = self.act(self.lin_ji(m))
+        if trip is None:  # node embeddings: m is [N, F], neighbours j of each atom i, no angles
+            x = self.act(self.lin_kj(m))[graph.neighbor] * self.lin_rbf(rbf)
+            agg = segment_sum(x, graph.center, n_atoms)
+            return self.update(m, x_ji, agg)
+        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf(rbf)
+        s = self.lin_sbf(sbf)  # [T, n_bilinear]
+        # Σ_t s_tb x_kj(t),l summed per ji first ([E, n_bilinear, F]), then the bilinear weights: the
+        # per-triplet tensors stay [T, F] (not [T, n_bilinear, F]).
+        gathered = x_kj[trip.edge_kj]
+        u = torch.stack([segment_sum(gathered * s[:, b:b + 1], trip.edge_ji, m.shape[0])
+                         for b in range(self.n_bilinear)], dim=1)
+        agg = u.flatten(1) @ self.bilinear.flatten(1).T
+        return self.update(m, x_ji, agg)
+
+
+class DimeNetPPInteraction(_Interaction):
+    """DimeNet++ interaction block: down-projection, element-wise triplet product, up-projection."""
+
+    def __init__(self, n_features: int, n_triplet_features: int, n_basis_features: int, n_sbf: int, n_rbf: int,
+                 activation: str, n_before_skip: int, n_after_skip: int):
+        super().__init__(n_features, activation, n_before_skip, n_after_skip)
+        self.lin_rbf1 = nn.Linear(n_rbf, n_basis_features, bias=False)
+        self.lin_rbf2 = nn.Linear(n_basis_features, n_features, bias=False)
+        if n_sbf:
+            self.lin_sbf1 = nn.Linear(n_sbf, n_basis_features, bias=False)
+            self.lin_sbf2 = nn.Linear(n_basis_features, n_triplet_features, bias=False)
+        self.lin_down = nn.Linear(n_features, n_triplet_features, bias=False)
+        self.lin_up = nn.Linear(n_triplet_features, n_features, bias=False)
+
+    def forward(self, m, rbf, sbf, graph, trip, n_atoms):
+        x_ji = self.act(self.lin_ji(m))
+        rbf = self.lin_rbf2(self.lin_rbf1(rbf))
+        if trip is None:  # node embeddings
+            x = self.act(self.lin_down(self.act(self.lin_kj(m))[graph.neighbor] * rbf))
+            agg = segment_sum(x, graph.center, n_atoms)
+        else:
+            x_kj = self.act(self.lin_down(self.act(self.lin_kj(m)) * rbf))
+            agg = triplet_product(x_kj, self.lin_sbf2(self.lin_sbf1(sbf)), trip.edge_kj, trip.edge_ji)
+        return self.update(m, x_ji, self.act(self.lin_up(agg)))
+
+
+def triplet_product(x: torch.Tensor, s: torch.Tensor, edge_kj: torch.Tensor, edge_ji: torch.Tensor) -> torch.Tensor:
+    """Σ_{k ∈ N_j \\ {i}} x_kj ⊙ s_(kj,ji) for every edge ji: [E, F] messages, [T, F] triplet filters."""
+    return segment_sum(x[edge_kj] * s, edge_ji, x.shape[0])
+
+
+class OutputBlock(nn.Module):
+    """Σ_j (W_rbf e_RBF(d_ji)) ⊙ m_ji per atom i, [up-projection], dense layers with σ.
+
+    Returns the input of the block's final linear layer (which lives in the head, see the module docstring).
+    """
+
+    def __init__(self, n_rbf: int, n_features: int, n_output_features: int | None, n_layers: int, activation: str):
+        super().__init__()
+        self.lin_rbf = nn.Linear(n_rbf, n_features, bias=False)
+        width = n_output_features or n_features
+        self.lin_up = nn.Linear(n_features, width, bias=False) if n_output_features else None
+        self.lins = nn.ModuleList(nn.Linear(width, width) for _ in range(n_layers))
+        self.act = make_activation(activation)
+
+    def forward(self, m, rbf, graph, n_atoms, message_embeddings: bool):
+        messages = m if message_embeddings else m[graph.neighbor]
+        x = segment_sum(self.lin_rbf(rbf) * messages, graph.center, n_atoms)
+        if self.lin_up is not None:
+            x = self.lin_up(x)
+        for lin in self.lins:
+            x = self.act(lin(x))
+        return x
+
+
+class DimeNet(Representation):
+    """DimeNet (Sec. 6, App. B hyperparameters); ``DimeNetPlusPlus`` below.
+
+    Args:
+        n_features: F, message embedding size (128).
+        n_interactions: interaction blocks (6).
+        n_rbf: N_RBF radial functions for d_ji (6, App. B; 64 with ``radial_basis="gaussian"``).
+        n_spherical: N_SHBF, orders l of the 2D basis (7); 1 ignores angles (Tab. 3).
+        n_radial: N_SRBF radial functions of the 2D basis (6; 64 with ``radial_basis="gaussian"``).
+        n_bilinear: N_bilinear (8).
+        cutoff: c in Å (5).
+        envelope_exponent: p of Eq. (8) (6).
+        activation: σ (swish = SiLU).
+        radial_basis: ``bessel`` (Eqs. 6–7) or ``gaussian`` (Tab. 3 ablation).
+        message_embeddings: directional message embeddings (True) or node embeddings (Tab. 3 ablation).
+        sbf_over_distance: the authors' u(d)/d on the 2D basis (module docstring).
+        n_before_skip, n_after_skip, n_output_layers: residual layers before/after the skip connection (1, 2),
+            dense layers of the output blocks (3).
+        max_z: largest atomic number with an embedding.
+    """
+
+    has_vectors = False
+
+    def __init__(self, n_features: int = 128, n_interactions: int = 6, n_rbf: int | None = None,
+                 n_spherical: int = 7, n_radial: int | None = None, n_bilinear: int = 8, cutoff: float = 5.0,
+                 envelope_exponent: int = 6, activation: str = "silu", radial_basis: str = "bessel",
+                 message_embeddings: bool = True, sbf_over_distance: bool = True, n_before_skip: int = 1,
+                 n_after_skip: int = 2, n_output_layers: int = 3, max_z: int = 100):
+        super().__init__()
+        self._build(n_features, n_interactions, n_rbf, n_spherical, n_radial, cutoff, envelope_exponent,
+                    activation, radial_basis, message_embeddings, sbf_over_distance, n_output_layers, max_z,
+                    n_output_features=None)
+        self.interactions = nn.ModuleList(
+            DimeNetInteraction(n_features, n_bilinear, self.n_sbf, self.n_rbf, activation, n_before_skip,
+                               n_after_skip) for _ in range(n_interactions))
+
+    def _build(self, n_features, n_interactions, n_rbf, n_spherical, n_radial, cutoff, envelope_exponent,
+               activation, radial_basis, message_embeddings, sbf_over_distance, n_output_layers, max_z,
+               n_output_features):
+        name = type(self).__name__
+        if radial_basis not in RADIAL_BASES:
+            raise ModelError(f"{name}: radial_basis={radial_basis!r}; choose one of {list(RADIAL_BASES)}")
+        if n_interactions < 1 or n_spherical < 1:
+            raise ModelError(f"{name}: n_interactions={n_interactions}, n_spherical={n_spherical}; set both to 1 "
+                             "or more")
+        gaussian = radial_basis == "gaussian"
+        self.n_rbf = n_rbf or (64 if gaussian else 6)
+        self.n_radial = n_radial or (64 if gaussian else 6)
+        self.n_spherical, self.cutoff, self.activation = n_spherical, cutoff, activation
+        self.radial_basis, self.message_embeddings = radial_basis, message_embeddings
+        self.sbf_over_distance = sbf_over_distance
+        self.n_sbf = n_spherical * self.n_radial if message_embeddings else 0
+        self.envelope = PolynomialEnvelope(cutoff, envelope_exponent)
+        if gaussian:
+            self.rbf = GaussianRBF(self.n_rbf, cutoff)
+            self.sbf_radial = GaussianRBF(self.n_radial, cutoff) if message_embeddings else None
+        else:
+            self.rbf = BesselRBF(self.n_rbf, cutoff, trainable=True)
+            self.sbf_radial = SphericalBesselBasis(n_spherical, self.n_radial, cutoff) if message_embeddings else None
+        self.embedding = EmbeddingBlock(self.n_rbf, n_features, activation, max_z, message_embeddings)
+        self.outputs = nn.ModuleList(OutputBlock(self.n_rbf, n_features, n_output_features, n_output_layers,
+                                                 activation) for _ in range(n_interactions + 1))
+        # Width of AtomFeatures.scalar: the concatenated inputs of every output block's final linear layer.
+        self.hidden_features = n_features
+        self.n_features = (n_interactions + 1) * (n_output_features or n_features)
+        self.head_kwargs = {"n_hidden": [], "bias": False}
+
+    def bases(self, graph, trip):
+        """e_RBF [E, N_RBF] and a_SBF [T, N_SHBF·N_SRBF] (None without message embeddings)."""
+        env = self.envelope(graph.dist)
+        rbf = self.rbf(graph.dist) * env[:, None]
+        if trip is None:
+            return rbf, None
+        if self.radial_basis == "gaussian":
+            radial = (self.sbf_radial(graph.dist) * env[:, None])[:, None, :]  # [E, 1, N], same for every l
+        else:
+            radial = self.sbf_radial(graph.dist) * env[:, None, None]  # [E, L, N]
+        if self.sbf_over_distance:
+            radial = radial / graph.dist[:, None, None]
+        # cos α between the message directions x_j − x_k and x_i − x_j: vec = pos[neighbor] − pos[center].
+        unit = graph.vec / graph.dist[:, None]
+        cos_angle = (unit[trip.edge_kj] * unit[trip.edge_ji]).sum(-1)
+        angular = legendre_y0(cos_angle, self.n_spherical)  # [T, L]
+        sbf = radial[trip.edge_kj] * angular[:, :, None]  # [T, L, N]
+        return rbf, sbf.flatten(1)
+
+    def forward(self, batch: Batch) -> AtomFeatures:
+        graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff)
+        n_atoms = batch.pos.shape[0]
+        trip = triplets(graph.center, graph.neighbor, n_atoms) if self.message_embeddings else None
+        rbf, sbf = self.bases(graph, trip)
+        m = self.embedding(batch.z, rbf, graph.center, graph.neighbor)
+        out = [self.outputs[0](m, rbf, graph, n_atoms, self.message_embeddings)]
+        for interaction, output in zip(self.interactions, self.outputs[1:]):
+            m = interaction(m, rbf, sbf, graph, trip, n_atoms)
+            out.append(output(m, rbf, graph, n_atoms, self.message_embeddings))
+        return AtomFeatures(scalar=torch.cat(out, dim=-1))
+
+
+class DimeNetPlusPlus(DimeNet):
+    """DimeNet++: F = 128, 4 blocks, triplet (int. embedding) size 64, basis embeddings 8, output blocks 256.
+
+    Args as :class:`DimeNet`, without ``n_bilinear``, plus ``n_triplet_features`` (64),
+    ``n_basis_features`` (8) and ``n_output_features`` (256).
+    """
+
+    def __init__(self, n_features: int = 128, n_interactions: int = 4, n_rbf: int | None = None,
+                 n_spherical: int = 7, n_radial: int | None = None, n_triplet_features: int = 64,
+                 n_basis_features: int = 8, n_output_features: int = 256, cutoff: float = 5.0,
+                 envelope_exponent: int = 6, activation: str = "silu", radial_basis: str = "bessel",
+                 message_embeddings: bool = True, sbf_over_distance: bool = True, n_before_skip: int = 1,
+                 n_after_skip: int = 2, n_output_layers: int = 3, max_z: int = 100):
+        Representation.__init__(self)
+        self._build(n_features, n_interactions, n_rbf, n_spherical, n_radial, cutoff, envelope_exponent,
+                    activation, radial_basis, message_embeddings, sbf_over_distance, n_output_layers, max_z,
+                    n_output_features=n_output_features)
+        self.interactions = nn.ModuleList(
+            DimeNetPPInteraction(n_features, n_triplet_features, n_basis_features, self.n_sbf, self.n_rbf,
+                                 activation, n_before_skip, n_after_skip) for _ in range(n_interactions))
