@@ -23,6 +23,17 @@ def eqbench_home(tmp_path_factory):
         os.environ["EQBENCH_HOME"] = old
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads; on a busy 2-core machine OpenMP's waiting threads slow them down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_positions(rng: np.random.Generator, n: int, spread: float = 1.5, min_dist: float = 0.9) -> np.ndarray:
     """``n`` points from a Gaussian cloud, pairwise at least ``min_dist`` apart (rejection sampling)."""
     pos: list[np.ndarray] = []

@@ -7,10 +7,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from eqbench.batch import Batch
+
+
+@contextlib.contextmanager
+def default_float64():
+    """Build models in float64, so that buffers computed at construction (basis frequencies nπ/r_cut, Gaussian
+    centres) are float64 too; a float32 model converted with ``.double()`` keeps their float32 rounding (~1e-7)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def random_rotation(seed: int = 0, dtype=torch.float64) -> torch.Tensor:

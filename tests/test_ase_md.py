@@ -33,12 +33,7 @@ KCAL_MOL_IN_EV = 4184.0 / 6.02214076e23 / 1.602176634e-19  # 1 kcal/mol in eV
 DEBYE_IN_E_ANGSTROM = 1e-21 / 299792458.0 / 1.602176634e-19 * 1e10  # 1 D = 10⁻²¹/c C·m, in e·Å
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_run(directory, targets, units, elements=(1, 6, 8), seed=0):

@@ -38,13 +38,7 @@ def float64_default():
     torch.set_default_dtype(before)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine OpenMP's waiting threads slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def e3nn_model(seed=0, heads=("energy",), name="e3nn", **kwargs):

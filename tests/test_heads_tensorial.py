@@ -17,12 +17,7 @@ from tests.model_checks import assert_symmetries, random_molecules, random_rotat
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; avoids OpenMP oversubscription on busy machines
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def painn(**kwargs):

@@ -17,7 +17,6 @@ rbf_n(d) = sin(nπ d / r_cut) / d, n = 1…K, and f_cut(d) = ½ (cos(π d / r_cu
 each block added as a residual (Fig. 2a); every interaction t has its own filters, φ, U, V and a.
 """
 
-import contextlib
 import math
 
 import pytest
@@ -27,16 +26,12 @@ from eqbench.batch import Batch
 from eqbench.data.dataset import MAX_Z
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
+from tests.model_checks import default_float64
 
 F, T, K, CUTOFF = 6, 3, 7, 3.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_batch() -> Batch:
@@ -49,18 +44,6 @@ def tiny_batch() -> Batch:
     z = torch.tensor([6, 1, 8, 7, 1, 8, 1, 1])
     n_atoms = torch.tensor([5, 3])
     return Batch(z=z, pos=pos, batch=torch.repeat_interleave(torch.arange(2), n_atoms), n_atoms=n_atoms)
-
-
-@contextlib.contextmanager
-def default_float64():
-    """Build in float64, so that buffers computed at construction (the basis frequencies nπ/r_cut) are
-    float64 too; a float32 model converted with ``.double()`` keeps their float32 rounding (~1e-7)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
 
 
 def painn_model(seed: int = 0) -> AtomisticModel:

@@ -11,7 +11,6 @@ the weights are read from an eqbench model in one place (:func:`schnet_weights`)
 x⁰ is the embedding of Z_i; the energy is Σ_i (scale · MLP(x_i) + shift + atomref[Z_i]).
 """
 
-import contextlib
 import math
 
 import pytest
@@ -21,27 +20,12 @@ from eqbench.batch import Batch
 from eqbench.data.dataset import MAX_Z
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
+from tests.model_checks import default_float64
 
 F, T, K, CUTOFF = 6, 3, 9, 3.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def default_float64():
-    """Build in float64 so the Gaussian centres computed at construction carry no float32 rounding."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_batch() -> Batch:

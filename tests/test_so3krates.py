@@ -31,13 +31,7 @@ from tests.model_checks import (
     with_pos,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(n_features=12, n_interactions=2, n_rbf=6, n_heads=2)
