@@ -184,10 +184,13 @@ class PaiNN(Representation):
         # the n_rbf + 1 inputs of the filter layer rather than its n_interactions·n_splits·F outputs, and each
         # layer's filters are made where they are used (no [E, 3·n_splits·F] tensor).
         fcut = self.fcut(graph.dist)[:, None]
-        basis = torch.cat([self.rbf(graph.dist) * fcut, fcut], dim=-1)
+        # Geometry in the weights' dtype: the matrix products below do not promote mixed dtypes (a float64
+        # model fed float32 positions) as elementwise products do.
+        dtype = self.filters.weight.dtype
+        basis = torch.cat([self.rbf(graph.dist) * fcut, fcut], dim=-1).to(dtype)
         weights = torch.cat([self.filters.weight, self.filters.bias[:, None]], dim=-1)
         filters = [(basis, w) for w in torch.split(weights, self.filters_per_layer, dim=0)]
-        direction = graph.vec / graph.dist[:, None]
+        direction = (graph.vec / graph.dist[:, None]).to(dtype)
         s = self.embedding(batch.z)
         padding = None
         if self.has_vectors:
