@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.eqbench-installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# Benchmark peers (eqbench never imports them): for `eqbench bench` and the weight-transfer tests, which
+# skip without them. schnetpack 2.1.1 pins sympy<=1.12, which torch 2.13 cannot use: it is installed
+# without its dependencies, which are then installed by hand.
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt torch-geometric==2.7.0 so3krates-torch==0.2.1
+	$(BIN)/python -m pip install -q --no-deps schnetpack==2.1.1
+	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt hydra-core dirsync fasteners tensorboardX matscipy
 
 lint: $(STAMP)
 	$(BIN)/ruff check eqbench tests

@@ -24,7 +24,7 @@ def import_schnetpack():
             dl.T_co = dl._T_co  # schnetpack 2.1.1 imports a name that newer torch renamed
         import schnetpack
     except ImportError as err:
-        pytest.skip(f"schnetpack is not installed ({err}); pip install --no-deps schnetpack==2.1.1 (see PEERS notes)")
+        pytest.skip(f"schnetpack is not installed ({err}); `make bench-peers` installs it")
     return schnetpack
 
 
