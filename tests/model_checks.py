@@ -27,6 +27,19 @@ def default_float64():
         torch.set_default_dtype(before)
 
 
+def reference_batch() -> Batch:
+    """The loop-reference tests' float64 batch: two molecules (5 and 3 atoms). In the first, atoms 0–4 (3.59 Å)
+    and 3–4 (4.33 Å) are beyond a 3 Å cutoff and atoms 2–4 (2.86 Å) just inside it, so the cutoff and the pair
+    selection matter."""
+    pos = torch.tensor([
+        [0.00, 0.00, 0.00], [1.10, 0.20, -0.10], [0.70, 1.30, 0.40], [-0.60, 0.80, -1.00], [3.50, 0.70, 0.40],
+        [10.0, 10.0, 10.0], [11.0, 10.3, 9.8], [10.2, 11.1, 10.6],
+    ], dtype=torch.float64)
+    n_atoms = torch.tensor([5, 3])
+    return Batch(z=torch.tensor([6, 1, 8, 7, 1, 8, 1, 1]), pos=pos,
+                 batch=torch.repeat_interleave(torch.arange(2), n_atoms), n_atoms=n_atoms)
+
+
 def random_rotation(seed: int = 0, dtype=torch.float64) -> torch.Tensor:
     """A random proper rotation (det +1) from a QR decomposition."""
     g = torch.Generator().manual_seed(seed)

@@ -26,24 +26,12 @@ from eqbench.batch import Batch
 from eqbench.data.dataset import MAX_Z
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
-from tests.model_checks import default_float64
+from tests.model_checks import default_float64, reference_batch
 
 F, T, K, CUTOFF = 6, 3, 7, 3.0
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_batch() -> Batch:
-    """Two molecules (5 and 3 atoms); in the first, atoms 0–4 (3.59 Å) and 3–4 (4.33 Å) are beyond
-    r_cut = 3 Å and atoms 2–4 (2.86 Å) just inside it, so the cutoff and the pair selection matter."""
-    pos = torch.tensor([
-        [0.00, 0.00, 0.00], [1.10, 0.20, -0.10], [0.70, 1.30, 0.40], [-0.60, 0.80, -1.00], [3.50, 0.70, 0.40],
-        [10.0, 10.0, 10.0], [11.0, 10.3, 9.8], [10.2, 11.1, 10.6],
-    ], dtype=torch.float64)
-    z = torch.tensor([6, 1, 8, 7, 1, 8, 1, 1])
-    n_atoms = torch.tensor([5, 3])
-    return Batch(z=z, pos=pos, batch=torch.repeat_interleave(torch.arange(2), n_atoms), n_atoms=n_atoms)
 
 
 def painn_model(seed: int = 0) -> AtomisticModel:
@@ -162,7 +150,7 @@ def reference_energy(w: dict, z, pos, mol, n_molecules):
 
 def test_features_match_literal_equations():
     model = painn_model()
-    batch = tiny_batch()
+    batch = reference_batch()
     features = model.representation(batch)
     s_ref, v_ref = reference_painn(painn_weights(model), batch.z, batch.pos, batch.batch)
     s_ref, v_ref = torch.stack(s_ref), torch.stack(v_ref)
@@ -173,7 +161,7 @@ def test_features_match_literal_equations():
 
 def test_energy_and_forces_match_literal_equations():
     model = painn_model(seed=1)
-    batch = tiny_batch()
+    batch = reference_batch()
     out = model(batch)
     pos = batch.pos.clone().requires_grad_(True)
     energy, _, _ = reference_energy(painn_weights(model), batch.z, pos, batch.batch, batch.n_molecules)
@@ -186,7 +174,7 @@ def test_energy_and_forces_match_literal_equations():
 def test_every_layer_has_its_own_filters():
     """Sharing layer 0's filters must change the result (the reference uses each layer's slice)."""
     model = painn_model(seed=2)
-    batch = tiny_batch()
+    batch = reference_batch()
     w = painn_weights(model)
     shared = dict(w, layers=[dict(layer, filter=w["layers"][0]["filter"]) for layer in w["layers"]])
     s_own, _ = reference_painn(w, batch.z, batch.pos, batch.batch)
@@ -198,7 +186,7 @@ def test_every_layer_has_its_own_filters():
 def test_edges_at_the_cutoff():
     """Atom 4 just inside r_cut of atom 2 (filters almost zero), then just outside (the edge drops out)."""
     model = painn_model(seed=3)
-    batch = tiny_batch()
+    batch = reference_batch()
     w = painn_weights(model)
     for factor in (1 - 1e-3, 1 + 1e-3):
         pos = batch.pos.clone()

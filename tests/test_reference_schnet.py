@@ -20,23 +20,12 @@ from eqbench.batch import Batch
 from eqbench.data.dataset import MAX_Z
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
-from tests.model_checks import default_float64
+from tests.model_checks import default_float64, reference_batch
 
 F, T, K, CUTOFF = 6, 3, 9, 3.0
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_batch() -> Batch:
-    """Two molecules (5 and 3 atoms); atoms 0–4 and 3–4 are beyond r_cut = 3 Å, 2–4 (2.86 Å) just inside."""
-    pos = torch.tensor([
-        [0.00, 0.00, 0.00], [1.10, 0.20, -0.10], [0.70, 1.30, 0.40], [-0.60, 0.80, -1.00], [3.50, 0.70, 0.40],
-        [10.0, 10.0, 10.0], [11.0, 10.3, 9.8], [10.2, 11.1, 10.6],
-    ], dtype=torch.float64)
-    n_atoms = torch.tensor([5, 3])
-    return Batch(z=torch.tensor([6, 1, 8, 7, 1, 8, 1, 1]), pos=pos,
-                 batch=torch.repeat_interleave(torch.arange(2), n_atoms), n_atoms=n_atoms)
 
 
 def schnet_model(seed: int = 0) -> AtomisticModel:
@@ -116,14 +105,14 @@ def reference_energy(w: dict, z, pos, mol, n_molecules):
 
 def test_features_match_literal_equations():
     model = schnet_model()
-    batch = tiny_batch()
+    batch = reference_batch()
     x_ref = torch.stack(reference_schnet(schnet_weights(model), batch.z, batch.pos, batch.batch))
     torch.testing.assert_close(model.representation(batch).scalar, x_ref, rtol=0, atol=1e-10)
 
 
 def test_energy_and_forces_match_literal_equations():
     model = schnet_model(seed=1)
-    batch = tiny_batch()
+    batch = reference_batch()
     out = model(batch)
     pos = batch.pos.clone().requires_grad_(True)
     energy, _ = reference_energy(schnet_weights(model), batch.z, pos, batch.batch, batch.n_molecules)
@@ -136,7 +125,7 @@ def test_energy_and_forces_match_literal_equations():
 def test_edges_at_the_cutoff():
     """Atom 4 just inside r_cut of atom 2, then just outside (the edge drops out; f_cut makes it smooth)."""
     model = schnet_model(seed=2)
-    batch = tiny_batch()
+    batch = reference_batch()
     w = schnet_weights(model)
     for factor in (1 - 1e-3, 1 + 1e-3):
         pos = batch.pos.clone()

@@ -14,6 +14,7 @@ import torch
 from eqbench.batch import Batch
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
+from tests.model_checks import reference_batch
 
 
 def import_schnetpack():
@@ -39,16 +40,6 @@ def float64_one_thread():
     yield
     torch.set_default_dtype(before_dtype)
     torch.set_num_threads(before_threads)
-
-
-def tiny_batch() -> Batch:
-    pos = torch.tensor([
-        [0.00, 0.00, 0.00], [1.10, 0.20, -0.10], [0.70, 1.30, 0.40], [-0.60, 0.80, -1.00], [3.50, 0.70, 0.40],
-        [10.0, 10.0, 10.0], [11.0, 10.3, 9.8], [10.2, 11.1, 10.6],
-    ], dtype=torch.float64)
-    n_atoms = torch.tensor([5, 3])
-    return Batch(z=torch.tensor([6, 1, 8, 7, 1, 8, 1, 1]), pos=pos,
-                 batch=torch.repeat_interleave(torch.arange(2), n_atoms), n_atoms=n_atoms)
 
 
 def schnetpack_inputs(spk, batch: Batch) -> dict:
@@ -131,7 +122,7 @@ def schnet_from_schnetpack(model: AtomisticModel, potential) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def compare(model: AtomisticModel, potential, spk, vectors: bool) -> None:
-    batch = tiny_batch()
+    batch = reference_batch()
     theirs = potential(schnetpack_inputs(spk, batch))
     their_features = potential.representation(potential.input_modules[0](schnetpack_inputs(spk, batch)))
     ours = model(batch)

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from eqbench.batch import Batch
-from eqbench.errors import ModelError
 from eqbench.geometry import radius_graph
 from eqbench.models.base import AtomFeatures, Representation
 from eqbench.nn import CosineCutoff, SincRBF, build_mlp, segment_sum
@@ -162,8 +161,6 @@ class PaiNN(Representation):
                  activation: str = "silu", vector_scalar_product: bool = True, vector_propagation: bool = True,
                  vector_features: bool = True, max_z: int = 100):
         super().__init__()
-        if n_interactions < 1:
-            raise ModelError(f"painn: n_interactions={n_interactions}; set n_interactions to 1 or more")
         self.n_features, self.cutoff, self.activation = n_features, cutoff, activation
         self.n_interactions = n_interactions
         self.has_vectors = vector_features
