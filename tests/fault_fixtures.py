@@ -37,3 +37,18 @@ class MemoryLimit(Callback):
         limit = used + self.headroom_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         torch.empty(self.allocate_mb * 2**20, dtype=torch.uint8).fill_(1)
+
+
+class TerminateSweepLauncher(Callback):
+    """Sends SIGTERM to the `eqbench sweep run` that launched this trial's worker (the trial's grandparent) at
+    the start of training batch ``batch`` of epoch ``epoch``, once (``marker`` as in `KillAt`)."""
+
+    def __init__(self, epoch: int, batch: int, marker: str):
+        self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and not self.marker.exists():
+            with open(f"/proc/{os.getppid()}/stat") as f:  # "pid (comm) state ppid ..."
+                launcher = int(f.read().rsplit(")", 1)[1].split()[1])
+            self.marker.write_text(str(launcher))
+            os.kill(launcher, signal.SIGTERM)

@@ -97,7 +97,7 @@ def test_fit_killed_by_sigkill_then_sigterm_resumes_from_last_ckpt(tmp_path):
     assert not list(last.parent.glob(".*tmp*"))
 
     stopped = eqbench("fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path", str(last))
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-2000:]
     assert "stopped by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
     # SIGTERM wrote last.ckpt at the batch reached (batch 1 of epoch 2 finished) before the process exited.
     assert int(sigterm.read_text()) == 2 * BATCHES_PER_EPOCH + 1
@@ -170,6 +170,28 @@ def test_out_of_memory_trial_fails_alone_and_the_worker_carries_on(tmp_path):
     assert "out of memory" in failed.user_attrs["fail_reason"]
     assert "can't allocate memory" in failed.user_attrs["fail_reason"]  # torch's allocator under RLIMIT_AS
     assert ok.state == TrialState.COMPLETE and ok.user_attrs["worker"] == failed.user_attrs["worker"]
+
+
+def test_sigterm_to_sweep_run_stops_its_local_workers(tmp_path):
+    # `sweep run --workers 2` gets SIGTERM (as from `kill` or a batch system) while a trial trains: it passes
+    # the signal on and exits 143 only when both workers have recorded their trials and exited; no worker goes
+    # on to the other cells.
+    marker = tmp_path / "launcher.pid"
+    stop = {"trainer.callbacks": [{"class_path": "tests.fault_fixtures.TerminateSweepLauncher",
+                                   "init_args": {"epoch": 0, "batch": 1, "marker": str(marker)}}]}
+    spec_path = write_sweep(tmp_path, {"variant": {"stop": stop}}, seeds=[0, 1, 2, 3])
+    runs = tmp_path / "runs"
+    stopped = eqbench("sweep", "run", str(spec_path), "--runs-dir", str(runs), "--workers", "2")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert "stopped by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
+    _, study = load(spec_path, f"sqlite:///{(runs / 'tiny' / 'study.db').resolve()}")
+    trials = [t for t in study.get_trials() if t.state != TrialState.WAITING]
+    assert 1 <= len(trials) <= 2  # stopped during the first cells; the other queued cells were not claimed
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert "interrupted" in [t.user_attrs.get("fail_kind") for t in trials]
+    for worker in {t.user_attrs["worker"] for t in trials}:  # "host:pid/wN"
+        pid = int(worker.split(":")[1].split("/")[0])
+        assert not Path(f"/proc/{pid}").exists(), f"worker {worker} still runs"
 
 
 def test_a_trial_whose_worker_died_before_its_start_up_exits_without_training(tmp_path):

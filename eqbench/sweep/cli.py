@@ -57,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.profile)
     storage_url = resolve_storage_url(spec, args.storage, args.runs_dir)
     if args.command == "run":
+        from eqbench.sweep.worker import Terminated
+
         try:
             return _run(spec, storage_url, args)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted; `eqbench sweep run {spec.path}` resumes (running trials were marked "
-                  f"interrupted and run again)", file=sys.stderr)
-            return 130
+        except (KeyboardInterrupt, Terminated) as err:
+            print(f"\nstopped by {'SIGINT' if isinstance(err, KeyboardInterrupt) else 'SIGTERM'}; "
+                  f"`eqbench sweep run {spec.path}` resumes (running trials were marked interrupted and run again)",
+                  file=sys.stderr)
+            return 130 if isinstance(err, KeyboardInterrupt) else 143
     if args.command == "status":
         return _status(spec, storage_url, args)
     return _worker(spec, storage_url, args)

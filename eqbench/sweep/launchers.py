@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +65,7 @@ def _has_password(url: str) -> bool:
 
 # ------------------------------------------------------------------------------------------- local
 def run_local(spec: SweepSpec, storage_url: str, runs_dir: str | Path, workers: int | None = None, log=print) -> None:
-    from eqbench.sweep.worker import SweepWorker
+    from eqbench.sweep.worker import SweepWorker, Terminated
 
     gpus = visible_gpus()
     if workers is None:
@@ -87,6 +89,19 @@ def run_local(spec: SweepSpec, storage_url: str, runs_dir: str | Path, workers: 
     command = worker_command(spec, storage_url, runs_dir, wait=True)
     processes = [subprocess.Popen(command + ["--worker-id", str(i)], env={**os.environ, **env})
                  for i, env in enumerate(envs)]
+    terminated = []
+
+    def forward_sigterm(signum, frame):
+        # SIGTERM reaches this process only (Ctrl-C reaches the whole process group): pass it on, so that no
+        # worker goes on with the next cells after `sweep run` is stopped.
+        terminated.append(signum)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, forward_sigterm)
     try:
         for process in processes:
             process.wait()
@@ -95,6 +110,11 @@ def run_local(spec: SweepSpec, storage_url: str, runs_dir: str | Path, workers: 
         for process in processes:
             process.wait()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        raise Terminated()
     failed = [i for i, p in enumerate(processes) if p.returncode != 0]
     if failed:
         log(f"worker(s) {failed} exited with an error (see above); `eqbench sweep run` again resumes")
