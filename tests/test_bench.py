@@ -83,6 +83,14 @@ def test_peer_parameter_counts_at_the_papers_sizes(peer, model, params):
     assert c.n_parameters == params  # measured with the peers' own constructors (PEERS.md)
 
 
+def test_eqbench_contender_uses_the_head_a_training_run_builds():
+    # DimeNet++ asks for its own output layer (one linear map per target, no bias): the benchmarked model must
+    # be the one `eqbench fit` trains, i.e. PyG's 1,885,830 parameters plus 6 more embedding rows × 128.
+    from eqbench.bench.contenders import EqbenchContender
+
+    assert EqbenchContender("dimenet++", {}, "cpu", torch.float32).n_parameters == 1_885_830 + 6 * 128
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is None, reason="torch-geometric is not installed")
 def test_pyg_dimenetpp_runs_on_eqbench_triplets():
     c = build_peer("pyg", "dimenet++", dict(n_features=16, n_interactions=1, n_rbf=3, lmax=2), "cpu",

@@ -52,11 +52,12 @@ class EqbenchContender(Contender):
     label = "eqbench"
 
     def __init__(self, name: str, kwargs: dict, device: str, dtype: torch.dtype):
-        from eqbench.heads import Energy
         from eqbench.models import AtomisticModel, create
+        from eqbench.task import Target, build_heads
 
         rep = create(name, **kwargs)
-        self.head = Energy(rep.n_features, forces=True)
+        # The energy head a training run builds (a representation may ask for its own: DimeNet's linear layer).
+        (self.head,) = build_heads(rep, [Target("energy"), Target("forces")])
         self.module = AtomisticModel(rep, [self.head]).to(device=device, dtype=dtype)
         self.device, self.dtype = device, dtype
         self.forward = self.module
