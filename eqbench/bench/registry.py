@@ -32,7 +32,10 @@ register(BenchModel("painn", dict(n_features=128, n_interactions=3, n_rbf=20, cu
                     peers=("schnetpack",), note="F = 128, 3 interactions, 20 sinc RBF, 5 Å (PaiNN's QM9 model)"))
 register(BenchModel("dimenet++", {}, peers=("pyg",), note="the model's defaults (DimeNet++ paper)"))
 register(BenchModel("l1net", {}, note="the model's defaults"))
-register(BenchModel("so3krates", {}, peers=("so3krates-torch",), note="the model's defaults (So3krates paper)"))
+register(BenchModel("so3krates", dict(n_features=132, n_interactions=3, degrees=[1, 2, 3], n_heads=4, n_rbf=32,
+                                      cutoff=5.0, nonlocal_corrections=False), peers=("so3krates-torch",),
+                    note="F = 132, 3 layers, degrees {1, 2, 3}, 4 heads, 32 RBF, 5 Å, local (so3krates-torch has no "
+                         "non-local term)"))
 
 DEFAULT_MODELS = tuple(BENCH_MODELS)
 

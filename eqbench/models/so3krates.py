@@ -109,14 +109,10 @@ class HeadAttention(nn.Module):
         self.W_k = nn.Parameter(torch.randn(shape) * bound)
         self.W_v = nn.Parameter(torch.randn(shape) * bound) if values else None
 
-    def project(self, f: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """[N, F] → [N, F], the bias-free map of each head applied to its slice of f."""
-        heads = torch.einsum("nhd,hde->nhe", f.view(f.shape[0], self.n_heads, self.head_dim), weight)
-        return heads.reshape(f.shape[0], -1)
-
-    def head_indicator(self) -> torch.Tensor:
-        """[F, H] 0/1 matrix: which head each feature belongs to."""
-        return torch.repeat_interleave(torch.eye(self.n_heads), self.head_dim, dim=0)
+    @staticmethod
+    def block(weight: torch.Tensor) -> torch.Tensor:
+        """[F, F] block-diagonal matrix of the per-head maps: f @ block(W) applies each head's map to its slice."""
+        return torch.block_diag(*weight.unbind(0))
 
 
 class So3kratesLayer(nn.Module):
@@ -133,9 +129,6 @@ class So3kratesLayer(nn.Module):
         self.feature_attention = HeadAttention(n_features, n_heads, values=True)
         self.sphc_attention = HeadAttention(n_features, n_deg, values=False)  # one head per degree: α^(l)
         self.coupling = CrossDegreeCoupling(degrees)
-        # f-ordered feature index → head, for the feature heads then the degree heads (α by one product)
-        indicator = torch.block_diag(self.feature_attention.head_indicator(), self.sphc_attention.head_indicator())
-        self.register_buffer("heads", indicator, persistent=False)
         self.phi_12 = nn.Linear(n_features + 2 * n_deg, n_features + n_deg)
         self.phi_3 = nn.Linear(n_deg, n_deg)
 
@@ -152,15 +145,17 @@ class So3kratesLayer(nn.Module):
         F, att_f, att_c = self.n_features, self.feature_attention, self.sphc_attention
         w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)  # [P/2, 2F]
         # Eq. 15 for both branches at once: [q_f | q_c]_i ⊙ [w_f | w_c]_ij ⊙ [k_f | k_c]_j summed per head
-        q = torch.cat([att_f.project(f, att_f.W_q), att_c.project(f, att_c.W_q)], dim=-1)[center]
-        kv = torch.cat([att_f.project(f, att_f.W_k), att_c.project(f, att_c.W_k), att_f.project(f, att_f.W_v)],
-                       dim=-1)[neighbor]
+        # all five per-head maps in one product: [q_f | q_c | k_f | k_c | v_f] = f @ [F, 5F]
+        maps = torch.cat([att.block(w) for att, w in ((att_f, att_f.W_q), (att_c, att_c.W_q), (att_f, att_f.W_k),
+                                                       (att_c, att_c.W_k), (att_f, att_f.W_v))], dim=-1)
         # torch.split, not slicing: the backward of a slice fills a zero tensor of the whole input
+        q, kv = torch.split(f @ maps, [2 * F, 3 * F], dim=-1)
+        q, kv = q[center], kv[neighbor]
         k, v = torch.split(kv, [2 * F, F], dim=-1)
-        qkw = ((q * k).view(2, half, 2 * F) * w).view(n_pairs, 2 * F)
-        alpha, alpha_l = torch.split(qkw @ self.heads.to(f.dtype), [att_f.n_heads, att_c.n_heads], dim=-1)
-        alpha = alpha / math.sqrt(att_f.head_dim)  # feature heads
-        alpha_l = alpha_l / math.sqrt(att_c.head_dim)  # one head per degree: α^(l)
+        qkw_f, qkw_c = torch.split(((q * k).view(2, half, 2 * F) * w).view(n_pairs, 2 * F), [F, F], dim=-1)
+        # per-head sums over contiguous feature slices (a [P, 2F] × [2F, heads] product is far slower on CPU)
+        alpha = qkw_f.unflatten(-1, (att_f.n_heads, att_f.head_dim)).sum(-1) / math.sqrt(att_f.head_dim)
+        alpha_l = qkw_c.unflatten(-1, (att_c.n_heads, att_c.head_dim)).sum(-1) / math.sqrt(att_c.head_dim)  # α^(l)
         # Eq. 12: Σ_j φ_rcut α_ij v_j per head
         v = v.reshape(-1, att_f.n_heads, att_f.head_dim)
         df = segment_sum((w_feature[:, None] * alpha)[:, :, None] * v, center, n_atoms).reshape(n_atoms, -1)
