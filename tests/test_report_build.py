@@ -296,3 +296,29 @@ def test_default_table_and_two_factor_plots(tmp_path):
     assert sorted(report.plots) == ["mae", "profiles"]
     assert (report.out / "plots" / "profiles.png").stat().st_size > 1000
     assert (report.out / "plots" / "mae.svg").is_file()
+
+
+def test_metric_vs_factor_puts_numeric_variant_names_on_a_numeric_axis(tmp_path, monkeypatch):
+    # Grid variants are named by strings ("1000"): on the x axis they must be numbers, in numeric order.
+    import eqbench.report.build as build
+
+    sizes = {"1000": 0.9, "10000": 0.3, "2500": 0.6}  # lexicographic order would put 10000 second
+    spec_dict = {**SPEC, "name": "sizes", "grid": {"size": {s: {"data.train_size": int(s)} for s in sizes}},
+                 "seeds": [0], "report": {"plots": [{"name": "curve", "kind": "metric_vs_factor",
+                                                     "metric": "test_forces_mae", "x": "size", "series": "size"}]}}
+    del spec_dict["match_params"]
+    spec_path = tmp_path / "sizes.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))
+    spec = load_spec(spec_path)
+    study = open_study(spec, open_storage(default_storage_url(spec, tmp_path / "runs"), heartbeat=None))
+    for size, forces in sizes.items():
+        run_dir = tmp_path / "runs" / size
+        write_run(run_dir, forces / 2, forces, 1000)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=forces, params={}, distributions={}, user_attrs={
+            "run_dir": str(run_dir), "factors": {"size": size}, "seed": 0, "cell": f"size={size}|seed=0"}))
+    seen = {}
+    monkeypatch.setattr(build.plotting, "plot_metric_vs_factor",
+                        lambda series, xlabel, ylabel, path: seen.update(series) or [])
+    build_report(spec, study, tmp_path / "out", formats=("md",))
+    xs = sorted(x for points in seen.values() for x in points)
+    assert xs == [1000.0, 2500.0, 10000.0]

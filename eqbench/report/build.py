@@ -215,7 +215,7 @@ def make_plot(plot: PlotSpec, sweep, records: list[Record], path: Path) -> list[
             if r.state != "COMPLETE" or plot.metric not in r.metrics or \
                     not all(r.factors.get(k) == v for k, v in plot.where.items()):
                 continue
-            series.setdefault(_label(plot, r), {}).setdefault(r.factors[plot.x], []).append(
+            series.setdefault(_label(plot, r), {}).setdefault(_as_number(r.factors[plot.x]), []).append(
                 r.metrics[plot.metric])
             unit = unit or r.units.get(plot.metric, "")
         if not series:
@@ -227,6 +227,16 @@ def make_plot(plot: PlotSpec, sweep, records: list[Record], path: Path) -> list[
     if not runs:
         return []
     return plotting.plot_learning_curves(runs, plot.metric, path, ylabel=plot.ylabel, log=plot.log)
+
+
+def _as_number(value):
+    """A factor value on a numeric axis: variant names such as "1000" (grid variants are named by strings)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _label(plot: PlotSpec, record: Record) -> str:
