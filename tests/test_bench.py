@@ -34,6 +34,15 @@ def test_bench_smoke_runs_every_operation_on_a_tiny_batch():
     assert "| painn |" in table(record)
 
 
+def test_scaling_structures_only_for_the_scaling_models_and_periodic_only_where_supported():
+    record = run_bench(models=["schnet", "so3krates"], batch_sizes=[], repeats=1, warmup=0, peers=False,
+                       ops=["forward"], memory=False, scaling=[12], scaling_models=["so3krates"],
+                       model_kwargs=dict(n_features=12, n_interactions=1), log=lambda m: None)
+    cases = {(r["model"], r["case"]) for r in record["results"]}
+    assert cases == {("so3krates", "cluster")}  # So3krates refuses periodic cells; SchNet not asked for
+    assert all(not r["errors"] for r in record["results"])
+
+
 def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():
     register(BenchModel("not-yet-a-model", {}, peers=("pyg",)))
     try:

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scaling", nargs="*", type=int, default=None, metavar="ATOMS",
                         help="also time one water cluster and one periodic water box per size (atoms; without "
                              "values: 12 24 48 96 192 384 768 1536 2000)")
+    parser.add_argument("--scaling-models", nargs="+", default=None, metavar="NAME",
+                        help="time the --scaling structures for these models only (default: every model)")
     parser.add_argument("--assembly", action="store_true",
                         help="also measure batch assembly (QM9-size molecules/s from a cache, through the DataLoader)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     record = run_bench(models=args.models, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup,
                        device=args.device, dtype=getattr(torch, args.dtype), compile=args.compile,
                        peers=not args.no_peers, only_peers=args.peers, ops=args.ops or OPS, seed=args.seed,
-                       memory=not args.no_memory, scaling=scaling or (),
+                       memory=not args.no_memory, scaling=scaling or (), scaling_models=args.scaling_models,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.assembly:
         from eqbench.bench.assembly import batch_assembly

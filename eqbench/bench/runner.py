@@ -217,11 +217,16 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
               warmup: int = 2, device: str = "cpu", dtype: torch.dtype = torch.float32, compile: bool = False,
               peers: bool = True, only_peers: Sequence[str] | None = None, ops: Sequence[str] = OPS,
               seed: int = 0, memory: bool = True, scaling: Sequence[int] = (), model_kwargs: dict | None = None,
-              log: Callable[[str], None] = print) -> dict:
-    """Run the benchmark; returns the JSON-ready record (results, hardware, versions, settings)."""
-    for name in models:
+              scaling_models: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the benchmark; returns the JSON-ready record (results, hardware, versions, settings).
+
+    ``scaling`` structures are timed for ``scaling_models`` (default: every model); periodic boxes only for
+    models that take periodic cells.
+    """
+    for name in [*models, *(scaling_models or ())]:
         if name not in BENCH_MODELS:
             raise ConfigError(f"eqbench bench: unknown model {name!r}; choose from {sorted(BENCH_MODELS)}")
+    scaling_models = list(models) if scaling_models is None else list(scaling_models)
     for op in ops:
         if op not in OPS:
             raise ConfigError(f"eqbench bench: unknown operation {op!r}; choose from {OPS}")
@@ -230,7 +235,7 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
     results: list[Result] = []
     record = {"settings": dict(models=list(models), batch_sizes=list(batch_sizes), repeats=repeats, warmup=warmup,
                                device=device, dtype=str(dtype).replace("torch.", ""), compile=compile, peers=peers,
-                               ops=list(ops), seed=seed, scaling=list(scaling)),
+                               ops=list(ops), seed=seed, scaling=list(scaling), scaling_models=scaling_models),
               "environment": environment(device), "results": results}
     for name in models:
         contenders = contenders_for(name, model_kwargs or {}, device, dtype, peers, compile, only_peers)
@@ -241,8 +246,9 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
         for bs in batch_sizes:
             batch = qm9_like_batch(bs, seed=seed, dtype=dtype)
             results.extend(_run_case(name, "qm9", batch, contenders, ops, device, repeats, warmup, memory, log))
-        for n in scaling:
-            for periodic in (False, True):
+        periodic_cases = (False, True) if _supports_periodic(contenders) else (False,)
+        for n in scaling if name in scaling_models else ():
+            for periodic in periodic_cases:
                 batch = water_batch(n, periodic, seed=seed, dtype=dtype)
                 live = [c for c in contenders if isinstance(c, Skipped) or c.label.startswith("eqbench")]
                 results.extend(_run_case(name, "periodic" if periodic else "cluster", batch, live,
@@ -251,6 +257,11 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
     record["results"] = [asdict(r) for r in results]
     record["environment"]["load_average_end"] = _loadavg()
     return record
+
+
+def _supports_periodic(contenders) -> bool:
+    own = [c for c in contenders if isinstance(c, EqbenchContender)]
+    return bool(own) and all(getattr(c.module.representation, "supports_periodic", False) for c in own)
 
 
 def _run_case(name, case, batch, contenders, ops, device, repeats, warmup, memory, log) -> list[Result]:
