@@ -69,7 +69,7 @@ from torch import nn
 
 from eqbench.batch import Batch
 from eqbench.errors import ModelError
-from eqbench.geometry import radius_graph, triplets
+from eqbench.geometry import EdgePadding, radius_graph, reverse_edges
 from eqbench.models.base import AtomFeatures, Representation
 from eqbench.nn import GaussianRBF, PolynomialEnvelope, segment_sum
 from eqbench.nn import activation as make_activation
@@ -147,19 +147,16 @@ class DimeNetInteraction(_Interaction):
             nn.init.normal_(self.bilinear, std=2.0 / n_features)
         self.n_bilinear = n_bilinear
 
-    def forward(self, m, rbf, sbf, graph, trip, n_atoms):
+    def forward(self, m, rbf, sbf, graph, layout, n_atoms):
         x_ji = self.act(self.lin_ji(m))
-        if trip is None:  # node embeddings: m is [N, F], neighbours j of each atom i, no angles
+        if layout is None:  # node embeddings: m is [N, F], neighbours j of each atom i, no angles
             x = self.act(self.lin_kj(m))[graph.neighbor] * self.lin_rbf(rbf)
             agg = segment_sum(x, graph.center, n_atoms)
             return self.update(m, x_ji, agg)
         x_kj = self.act(self.lin_kj(m)) * self.lin_rbf(rbf)
-        s = self.lin_sbf(sbf)  # [T, n_bilinear]
-        # Σ_t s_tb x_kj(t),l summed per ji first ([E, n_bilinear, F]), then the bilinear weights: the
-        # per-triplet tensors stay [T, F] (not [T, n_bilinear, F]).
-        gathered = x_kj[trip.edge_kj]
-        u = torch.stack([segment_sum(gathered * s[:, b:b + 1], trip.edge_ji, m.shape[0])
-                         for b in range(self.n_bilinear)], dim=1)
+        radial, angular = sbf
+        # s_(kj,ji),b = Σ_l Y_l^0(α) R[kj, l, b] with R = W_sbf applied to the radial part of each l ([E, L, B]).
+        u = layout.bilinear_sum(angular, radial_mix(radial, self.lin_sbf.weight), x_kj)  # [E, B, F]
         agg = u.flatten(1) @ self.bilinear.flatten(1).T
         return self.update(m, x_ji, agg)
 
@@ -178,21 +175,82 @@ class DimeNetPPInteraction(_Interaction):
         self.lin_down = nn.Linear(n_features, n_triplet_features, bias=False)
         self.lin_up = nn.Linear(n_triplet_features, n_features, bias=False)
 
-    def forward(self, m, rbf, sbf, graph, trip, n_atoms):
+    def forward(self, m, rbf, sbf, graph, layout, n_atoms):
         x_ji = self.act(self.lin_ji(m))
         rbf = self.lin_rbf2(self.lin_rbf1(rbf))
-        if trip is None:  # node embeddings
+        if layout is None:  # node embeddings
             x = self.act(self.lin_down(self.act(self.lin_kj(m))[graph.neighbor] * rbf))
             agg = segment_sum(x, graph.center, n_atoms)
         else:
             x_kj = self.act(self.lin_down(self.act(self.lin_kj(m)) * rbf))
-            agg = triplet_product(x_kj, self.lin_sbf2(self.lin_sbf1(sbf)), trip.edge_kj, trip.edge_ji)
+            radial, angular = sbf
+            # W_sbf2 W_sbf1 a_SBF = Σ_l Y_l^0(α) Q[kj, l] with per-edge Q = W_sbf2 (W_sbf1 per l) radial.
+            q = self.lin_sbf2(radial_mix(radial, self.lin_sbf1.weight))  # [E, L, F_t]
+            agg = layout.triplet_sum(angular, x_kj[:, None, :] * q)
         return self.update(m, x_ji, self.act(self.lin_up(agg)))
 
 
-def triplet_product(x: torch.Tensor, s: torch.Tensor, edge_kj: torch.Tensor, edge_ji: torch.Tensor) -> torch.Tensor:
-    """Σ_{k ∈ N_j \\ {i}} x_kj ⊙ s_(kj,ji) for every edge ji: [E, F] messages, [T, F] triplet filters."""
-    return segment_sum(x[edge_kj] * s, edge_ji, x.shape[0])
+def radial_mix(radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ_n W[b, (l, n)] radial[e, l, n] → [E, L, B]: a linear layer on a_SBF with the angular factor left out.
+
+    ``radial`` is [E, L, N] (Bessel) or [E, 1, N] (Gaussian: the same for every l); ``weight`` [B, L·N].
+    """
+    n_out, n_radial = weight.shape[0], radial.shape[-1]
+    w = weight.view(n_out, -1, n_radial)
+    return torch.einsum("eln,bln->elb", radial.expand(-1, w.shape[1], -1), w)
+
+
+class TripletLayout:
+    """DimeNet's triplets (k→j, j→i), k ≠ i, as pairs of neighbour slots of the shared atom j.
+
+    Both k and i are neighbours of j, so with the edges centred on j in padded slots s = 0…D−1
+    (:class:`eqbench.geometry.EdgePadding`, edge (j, n_s), unit vector u_s from j to n_s), the edge k→j is
+    slot s_k of atom j and the edge j→i is the reverse of slot s_i's edge. Triplet sums become one batched
+    matrix product per atom j over the slots s_k, and the result for (j, s_i) belongs to edge j→i, the reverse
+    of edge (j, i) (graphs from :func:`eqbench.geometry.radius_graph` are symmetric; DimeNet refuses periodic
+    batches). No tensor has one row per triplet.
+    """
+
+    def __init__(self, center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int):
+        self.padding = EdgePadding(center, n_atoms)
+        # row (j, s_i) of the flattened [N·D] slots for every edge j→i
+        self.source = self.padding.slot[reverse_edges(center, neighbor, n_atoms)]
+
+    def angular(self, unit: torch.Tensor, n_spherical: int) -> torch.Tensor:
+        """A_j[s_i, s_k, l] = Y_l^0(cos α_(kj,ji)), zero where s_i = s_k: [N, D, D, L].
+
+        ``unit``: [E, 3] unit vectors from center to neighbor. u_(kj) = u_{s_k} and u_(ji) = −u_{s_i}, hence
+        cos α = −u_{s_i}·u_{s_k}. Entries with a padded slot are never used (zero rows of the slot data on one
+        side, discarded rows of the result on the other).
+        """
+        u = self.padding.pad(unit)  # [N, D, 3]
+        cos = -torch.bmm(u, u.transpose(1, 2))
+        d = self.padding.k
+        not_self = 1.0 - torch.eye(d, dtype=cos.dtype, device=cos.device)
+        return legendre_y0(cos, n_spherical) * not_self[:, :, None]
+
+    def gather(self, out: torch.Tensor) -> torch.Tensor:
+        """[N, D, ...] results per (j, s_i) → [E, ...] in edge order j→i."""
+        return out.reshape(-1, *out.shape[2:])[self.source]
+
+    def triplet_sum(self, angular: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Σ_{k ∈ N_j \\ {i}} Σ_l Y_l^0(α_(kj,ji)) p[kj, l, :] for every edge j→i: [E, L, F] → [E, F].
+
+        One batched product per atom j: A_j [D, D·L] @ p_j [D·L, F] (slots s_k and orders l together).
+        """
+        n, d = self.padding.n_atoms, self.padding.k
+        p = self.padding.pad(p).view(n, d * p.shape[1], p.shape[2])
+        return self.gather(torch.bmm(angular.reshape(n, d, -1), p))
+
+    def bilinear_sum(self, angular: torch.Tensor, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Σ_{k ∈ N_j \\ {i}} s_(kj,ji),b x_kj with s_b = Σ_l Y_l^0(α) r[kj, l, b]: [E, L, B], [E, F] → [E, B, F].
+
+        S_j[s_i, b, s_k] = Σ_l A_j[s_i, s_k, l] r[(j, s_k), l, b], then one batched product S_j [D·B, D] @ x_j [D, F].
+        """
+        n, d, b = self.padding.n_atoms, self.padding.k, r.shape[-1]
+        s = torch.einsum("nikl,nklb->nibk", angular, self.padding.pad(r))
+        out = torch.bmm(s.reshape(n, d * b, d), self.padding.pad(x))
+        return self.gather(out.view(n, d, b, -1))
 
 
 class OutputBlock(nn.Module):
@@ -286,11 +344,12 @@ class DimeNet(Representation):
         self.n_features = (n_interactions + 1) * (n_output_features or n_features)
         self.head_kwargs = {"n_hidden": [], "bias": False}
 
-    def bases(self, graph, trip):
-        """e_RBF [E, N_RBF] and a_SBF [T, N_SHBF·N_SRBF] (None without message embeddings)."""
+    def bases(self, graph, layout):
+        """e_RBF [E, N_RBF] and the two factors of a_SBF: radial [E, N_SHBF or 1, N_SRBF] per edge k→j and
+        angular [N, D, D, N_SHBF] per triplet as slot pairs (:class:`TripletLayout`); None without triplets."""
         env = self.envelope(graph.dist)
         rbf = self.rbf(graph.dist) * env[:, None]
-        if trip is None:
+        if layout is None:
             return rbf, None
         if self.radial_basis == "gaussian":
             radial = (self.sbf_radial(graph.dist) * env[:, None])[:, None, :]  # [E, 1, N], same for every l
@@ -298,22 +357,19 @@ class DimeNet(Representation):
             radial = self.sbf_radial(graph.dist) * env[:, None, None]  # [E, L, N]
         if self.sbf_over_distance:
             radial = radial / graph.dist[:, None, None]
-        # cos α between the message directions x_j − x_k and x_i − x_j: vec = pos[neighbor] − pos[center].
-        unit = graph.vec / graph.dist[:, None]
-        cos_angle = (unit[trip.edge_kj] * unit[trip.edge_ji]).sum(-1)
-        angular = legendre_y0(cos_angle, self.n_spherical)  # [T, L]
-        sbf = radial[trip.edge_kj] * angular[:, :, None]  # [T, L, N]
-        return rbf, sbf.flatten(1)
+        # α between the message directions x_j − x_k and x_i − x_j: vec = pos[neighbor] − pos[center].
+        angular = layout.angular(graph.vec / graph.dist[:, None], self.n_spherical)
+        return rbf, (radial, angular)
 
     def forward(self, batch: Batch) -> AtomFeatures:
         graph = radius_graph(batch.pos, batch.batch, batch.n_atoms, self.cutoff)
         n_atoms = batch.pos.shape[0]
-        trip = triplets(graph.center, graph.neighbor, n_atoms) if self.message_embeddings else None
-        rbf, sbf = self.bases(graph, trip)
+        layout = TripletLayout(graph.center, graph.neighbor, n_atoms) if self.message_embeddings else None
+        rbf, sbf = self.bases(graph, layout)
         m = self.embedding(batch.z, rbf, graph.center, graph.neighbor)
         out = [self.outputs[0](m, rbf, graph, n_atoms, self.message_embeddings)]
         for interaction, output in zip(self.interactions, self.outputs[1:]):
-            m = interaction(m, rbf, sbf, graph, trip, n_atoms)
+            m = interaction(m, rbf, sbf, graph, layout, n_atoms)
             out.append(output(m, rbf, graph, n_atoms, self.message_embeddings))
         return AtomFeatures(scalar=torch.cat(out, dim=-1))
 
