@@ -71,12 +71,18 @@ from eqbench.batch import Batch
 from eqbench.errors import ModelError
 from eqbench.geometry import EdgePadding, radius_graph, reverse_edges
 from eqbench.models.base import AtomFeatures, Representation
-from eqbench.nn import GaussianRBF, PolynomialEnvelope, segment_sum
-from eqbench.nn import activation as make_activation
+from eqbench.nn import GaussianRBF, PolynomialEnvelope, activation, segment_sum
+from eqbench.nn.activations import SiLU
+from eqbench.nn.linear import dense, linear
 from eqbench.nn.radial import BesselRBF
 from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0
 
 RADIAL_BASES = ("bessel", "gaussian")
+
+
+def make_activation(name: str) -> nn.Module:
+    """σ by name; SiLU (swish) as :class:`eqbench.nn.activations.SiLU`, whose second derivative is cheaper."""
+    return SiLU() if name in ("silu", "swish") else activation(name)
 
 
 class ResidualLayer(nn.Module):
@@ -88,7 +94,7 @@ class ResidualLayer(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, x):
-        return x + self.act(self.lin2(self.act(self.lin1(x))))
+        return x + self.act(linear(self.act(linear(x, self.lin1)), self.lin2))
 
 
 class EmbeddingBlock(nn.Module):
@@ -107,8 +113,8 @@ class EmbeddingBlock(nn.Module):
         h = self.embedding(z)
         if not self.message_embeddings:
             return h
-        e = self.act(self.lin_rbf(rbf))
-        return self.act(self.lin(torch.cat([h[neighbor], h[center], e], dim=-1)))
+        e = self.act(linear(rbf, self.lin_rbf))
+        return self.act(linear(torch.cat([h[neighbor], h[center], e], dim=-1), self.lin))
 
 
 class _Interaction(nn.Module):
@@ -127,7 +133,7 @@ class _Interaction(nn.Module):
         h = x_ji + aggregated
         for layer in self.before_skip:
             h = layer(h)
-        h = self.act(self.lin(h)) + m
+        h = self.act(linear(h, self.lin)) + m
         for layer in self.after_skip:
             h = layer(h)
         return h
@@ -148,16 +154,16 @@ class DimeNetInteraction(_Interaction):
         self.n_bilinear = n_bilinear
 
     def forward(self, m, rbf, sbf, graph, layout, n_atoms):
-        x_ji = self.act(self.lin_ji(m))
+        x_ji = self.act(linear(m, self.lin_ji))
         if layout is None:  # node embeddings: m is [N, F], neighbours j of each atom i, no angles
-            x = self.act(self.lin_kj(m))[graph.neighbor] * self.lin_rbf(rbf)
+            x = self.act(linear(m, self.lin_kj))[graph.neighbor] * linear(rbf, self.lin_rbf)
             agg = segment_sum(x, graph.center, n_atoms)
             return self.update(m, x_ji, agg)
-        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf(rbf)
+        x_kj = self.act(linear(m, self.lin_kj)) * linear(rbf, self.lin_rbf)
         radial, angular = sbf
-        # s_(kj,ji),b = Σ_l Y_l^0(α) R[kj, l, b] with R = W_sbf applied to the radial part of each l ([E, L, B]).
-        u = layout.bilinear_sum(angular, radial_mix(radial, self.lin_sbf.weight), x_kj)  # [E, B, F]
-        agg = u.flatten(1) @ self.bilinear.flatten(1).T
+        # s_(kj,ji),b = Σ_l Y_l^0(α) R[kj, l, b], R = W_sbf applied to the radial part of each l (slot layout).
+        u = layout.bilinear_sum(angular, radial_mix(radial, self.lin_sbf.weight), layout.padding.pad(x_kj))
+        agg = dense(u.flatten(1), self.bilinear.flatten(1))  # Σ_{b,l} W[c, b, l] u[b, l]
         return self.update(m, x_ji, agg)
 
 
@@ -176,28 +182,33 @@ class DimeNetPPInteraction(_Interaction):
         self.lin_up = nn.Linear(n_triplet_features, n_features, bias=False)
 
     def forward(self, m, rbf, sbf, graph, layout, n_atoms):
-        x_ji = self.act(self.lin_ji(m))
-        rbf = self.lin_rbf2(self.lin_rbf1(rbf))
+        x_ji = self.act(linear(m, self.lin_ji))
+        rbf = linear(linear(rbf, self.lin_rbf1), self.lin_rbf2)
         if layout is None:  # node embeddings
-            x = self.act(self.lin_down(self.act(self.lin_kj(m))[graph.neighbor] * rbf))
+            x = self.act(linear(self.act(linear(m, self.lin_kj))[graph.neighbor] * rbf, self.lin_down))
             agg = segment_sum(x, graph.center, n_atoms)
         else:
-            x_kj = self.act(self.lin_down(self.act(self.lin_kj(m)) * rbf))
+            x_kj = self.act(linear(self.act(linear(m, self.lin_kj)) * rbf, self.lin_down))
             radial, angular = sbf
-            # W_sbf2 W_sbf1 a_SBF = Σ_l Y_l^0(α) Q[kj, l] with per-edge Q = W_sbf2 (W_sbf1 per l) radial.
-            q = self.lin_sbf2(radial_mix(radial, self.lin_sbf1.weight))  # [E, L, F_t]
-            agg = layout.triplet_sum(angular, x_kj[:, None, :] * q)
-        return self.update(m, x_ji, self.act(self.lin_up(agg)))
+            # W_sbf2 W_sbf1 a_SBF = Σ_l Y_l^0(α) Q[kj, l] with Q = W_sbf2 (W_sbf1 per l) radial (slot layout).
+            q = linear(radial_mix(radial, self.lin_sbf1.weight), self.lin_sbf2)  # [N, D, L, F_t]
+            agg = layout.triplet_sum(angular, layout.padding.pad(x_kj), q)
+        return self.update(m, x_ji, self.act(linear(agg, self.lin_up)))
 
 
 def radial_mix(radial: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Σ_n W[b, (l, n)] radial[e, l, n] → [E, L, B]: a linear layer on a_SBF with the angular factor left out.
+    """Σ_n W[b, (l, n)] radial[..., l, n] → [..., L, B]: a linear layer on a_SBF with the angular factor left out.
 
-    ``radial`` is [E, L, N] (Bessel) or [E, 1, N] (Gaussian: the same for every l); ``weight`` [B, L·N].
+    ``radial`` is [..., L, N] (Bessel) or [..., 1, N] (Gaussian: the same for every l); ``weight`` [B, L·N].
+    One matrix product with the block-diagonal (per l) weight, or with W reordered to [N, L·B] for one
+    radial part shared by all l.
     """
     n_out, n_radial = weight.shape[0], radial.shape[-1]
-    w = weight.view(n_out, -1, n_radial)
-    return torch.einsum("eln,bln->elb", radial.expand(-1, w.shape[1], -1), w)
+    w = weight.view(n_out, -1, n_radial).permute(1, 2, 0)  # [L, N, B]
+    n_orders = w.shape[0]
+    mixed = torch.block_diag(*w) if radial.shape[-2] > 1 else w.permute(1, 0, 2).reshape(n_radial, -1)
+    out = torch.mm(radial.reshape(-1, mixed.shape[0]), mixed)
+    return out.view(*radial.shape[:-2], n_orders, n_out)
 
 
 class TripletLayout:
@@ -208,7 +219,8 @@ class TripletLayout:
     slot s_k of atom j and the edge j→i is the reverse of slot s_i's edge. Triplet sums become one batched
     matrix product per atom j over the slots s_k, and the result for (j, s_i) belongs to edge j→i, the reverse
     of edge (j, i) (graphs from :func:`eqbench.geometry.radius_graph` are symmetric; DimeNet refuses periodic
-    batches). No tensor has one row per triplet.
+    batches). Per-edge inputs are given in the slot layout ([N, D, ...], ``padding.pad``); no tensor has one
+    row per triplet.
     """
 
     def __init__(self, center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int):
@@ -233,24 +245,25 @@ class TripletLayout:
         """[N, D, ...] results per (j, s_i) → [E, ...] in edge order j→i."""
         return out.reshape(-1, *out.shape[2:])[self.source]
 
-    def triplet_sum(self, angular: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Σ_{k ∈ N_j \\ {i}} Σ_l Y_l^0(α_(kj,ji)) p[kj, l, :] for every edge j→i: [E, L, F] → [E, F].
+    def triplet_sum(self, angular: torch.Tensor, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Σ_{k ∈ N_j \\ {i}} x_kj ⊙ Σ_l Y_l^0(α_(kj,ji)) q[kj, l, :] for every edge j→i → [E, F].
 
-        One batched product per atom j: A_j [D, D·L] @ p_j [D·L, F] (slots s_k and orders l together).
+        ``x`` [N, D, F] and ``q`` [N, D, L, F] in the slot layout. One batched product per atom j:
+        A_j [D, D·L] @ (x ⊙ q)_j [D·L, F] (slots s_k and orders l together).
         """
-        n, d = self.padding.n_atoms, self.padding.k
-        p = self.padding.pad(p).view(n, d * p.shape[1], p.shape[2])
+        n, d = x.shape[:2]
+        p = (x[:, :, None, :] * q).view(n, -1, x.shape[-1])
         return self.gather(torch.bmm(angular.reshape(n, d, -1), p))
 
     def bilinear_sum(self, angular: torch.Tensor, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Σ_{k ∈ N_j \\ {i}} s_(kj,ji),b x_kj with s_b = Σ_l Y_l^0(α) r[kj, l, b]: [E, L, B], [E, F] → [E, B, F].
+        """Σ_{k ∈ N_j \\ {i}} s_(kj,ji),b x_kj with s_b = Σ_l Y_l^0(α) r[kj, l, b] → [E, B, F].
 
-        S_j[s_i, b, s_k] = Σ_l A_j[s_i, s_k, l] r[(j, s_k), l, b], then one batched product S_j [D·B, D] @ x_j [D, F].
+        ``r`` [N, D, L, B] and ``x`` [N, D, F] in the slot layout. S_j[s_i, b, s_k] = Σ_l A_j[s_i, s_k, l]
+        r[(j, s_k), l, b], then one batched product per atom j, S_j [D·B, D] @ x_j [D, F].
         """
-        n, d, b = self.padding.n_atoms, self.padding.k, r.shape[-1]
-        s = torch.einsum("nikl,nklb->nibk", angular, self.padding.pad(r))
-        out = torch.bmm(s.reshape(n, d * b, d), self.padding.pad(x))
-        return self.gather(out.view(n, d, b, -1))
+        n, d, b = r.shape[0], r.shape[1], r.shape[-1]
+        s = torch.einsum("nikl,nklb->nibk", angular, r)
+        return self.gather(torch.bmm(s.reshape(n, d * b, d), x).view(n, d, b, -1))
 
 
 class OutputBlock(nn.Module):
@@ -269,11 +282,11 @@ class OutputBlock(nn.Module):
 
     def forward(self, m, rbf, graph, n_atoms, message_embeddings: bool):
         messages = m if message_embeddings else m[graph.neighbor]
-        x = segment_sum(self.lin_rbf(rbf) * messages, graph.center, n_atoms)
+        x = segment_sum(linear(rbf, self.lin_rbf) * messages, graph.center, n_atoms)
         if self.lin_up is not None:
-            x = self.lin_up(x)
+            x = linear(x, self.lin_up)
         for lin in self.lins:
-            x = self.act(lin(x))
+            x = self.act(linear(x, lin))
         return x
 
 
@@ -345,8 +358,9 @@ class DimeNet(Representation):
         self.head_kwargs = {"n_hidden": [], "bias": False}
 
     def bases(self, graph, layout):
-        """e_RBF [E, N_RBF] and the two factors of a_SBF: radial [E, N_SHBF or 1, N_SRBF] per edge k→j and
-        angular [N, D, D, N_SHBF] per triplet as slot pairs (:class:`TripletLayout`); None without triplets."""
+        """e_RBF [E, N_RBF] and the two factors of a_SBF in the slot layout of :class:`TripletLayout`: radial
+        [N, D, N_SHBF or 1, N_SRBF] per edge k→j and angular [N, D, D, N_SHBF] per triplet (None without
+        triplets)."""
         env = self.envelope(graph.dist)
         rbf = self.rbf(graph.dist) * env[:, None]
         if layout is None:
@@ -357,6 +371,7 @@ class DimeNet(Representation):
             radial = self.sbf_radial(graph.dist) * env[:, None, None]  # [E, L, N]
         if self.sbf_over_distance:
             radial = radial / graph.dist[:, None, None]
+        radial = layout.padding.pad(radial)
         # α between the message directions x_j − x_k and x_i − x_j: vec = pos[neighbor] − pos[center].
         angular = layout.angular(graph.vec / graph.dist[:, None], self.n_spherical)
         return rbf, (radial, angular)
