@@ -40,6 +40,25 @@ what PyTorch Geometric does, so weights transfer):
 - ``sbf_over_distance=True``: the 2D basis is u(d)/d · ã_SBF. The authors' envelope carries the 1/d of Eq. 7
   and is applied to both bases; ``False`` gives u(d) · ã_SBF as in Eq. 6 and Sec. 5.
 
+How the triplet step is computed (the same sums, without one row per triplet). A triplet (k→j, j→i), k ≠ i,
+is a pair of neighbours of the shared atom j. With the edges centred on j in padded slots s = 0…D−1
+(:class:`TripletLayout`, D = the largest degree in the batch; u_s the unit vector from j to its s-th
+neighbour), the edge k→j is slot s_k of atom j and the edge j→i is the reverse of the edge in slot s_i, and
+cos α_(kj,ji) = −u_{s_i}·u_{s_k}. The 2D basis factorises, a_SBF = radial(d_kj)[l, n] · Y_l^0(α), so every
+linear map of it is Σ_l Y_l^0(α) R[kj, l, :] with a per-edge R (the weights applied to the radial part of each
+l). Hence, with A_j[s_i, s_k, l] = Y_l^0(α) (zero for s_i = s_k):
+
+- DimeNet++: Σ_k x_kj ⊙ W_sbf2 W_sbf1 a_SBF = Σ_{s_k, l} A_j[s_i, s_k, l] (x ⊙ Q)[(j, s_k), l, :] with
+  Q = W_sbf2 (W_sbf1 per l) radial, one batched matrix product per atom, [D, D·L] @ [D·L, F_t];
+- DimeNet: Σ_k s_b x_kj = Σ_{s_k} S_j[s_i, b, s_k] x[(j, s_k)] with S_j = Σ_l A_j[·, ·, l] R[·, l, b], one
+  batched product [D·B, D] @ [D, F] before the bilinear weights;
+
+and the result for (j, s_i) is moved to edge j→i by one gather with the reverse-edge index (radius graphs
+are symmetric; DimeNet refuses periodic batches). Per block this replaces the gathers, element-wise products
+and scatters of [T, F_t] tensors (T ≈ 17 × the number of edges for QM9 at 5 Å) and the slow weight gradient
+of W_sbf2 on T rows by products on [N, D, L, F_t] tensors and batched matrix products, in every derivative
+of the training step. The loop reference in the tests checks the result against the equations.
+
 How the output blocks meet eqbench's heads: every output block ends in a linear layer, and a sum of linear
 maps is one linear map of the concatenation, Σ_l W_l x_l = [W_0 … W_B] [x_0; …; x_B]. The representation
 therefore returns as ``AtomFeatures.scalar`` the concatenated inputs x_l of the final layers of all B + 1

@@ -108,5 +108,43 @@ class SphericalBesselBasis(nn.Module):
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         x = dist[..., None, None] / self.cutoff * self.roots.to(dist.dtype)  # [..., L, N]
-        orders = [spherical_bessel_l(x[..., l, :], l) for l in range(self.n_spherical)]
-        return torch.stack(orders, dim=-2) * self.norm.to(dist.dtype)
+        return spherical_bessel_rows(x) * self.norm.to(dist.dtype)
+
+
+def spherical_bessel_rows(x: torch.Tensor, n_terms: int = 16) -> torch.Tensor:
+    """j_l(x[..., l, :]) for every row l of x [..., L, N], x ≥ 0: :func:`spherical_bessel_l` for all orders at
+    once (the same two branches, evaluated on whole tensors rather than one order at a time)."""
+    n_orders = x.shape[-2]
+    threshold = torch.arange(1, n_orders + 1, dtype=x.dtype, device=x.device)[:, None]  # l + 1, [L, 1]
+    small = x < threshold
+    # recurrence j_{l+1} = (2l+1)/x j_l − j_{l−1} on safe inputs; row l is final after order l, so each step
+    # carries on with the rows above it only
+    x_rec = torch.where(small, threshold.expand_as(x), x)
+    inv_x = 1.0 / x_rec
+    j_prev = torch.sin(x_rec) * inv_x  # j_0 on rows 0…L−1
+    rows = [j_prev[..., :1, :]]
+    if n_orders > 1:
+        j = (j_prev - torch.cos(x_rec)) * inv_x  # j_1
+        rows.append(j[..., 1:2, :])
+        for l in range(1, n_orders - 1):  # order l + 1, needed on rows l + 1… only
+            cut = 1 if l > 1 else 2
+            j_prev, j, inv_x = j_prev[..., cut:, :], j[..., cut:, :], inv_x[..., cut:, :]
+            j, j_prev = (2 * l + 1) * inv_x * j - j_prev, j
+            rows.append(j[..., :1, :])
+    recurrence = torch.cat(rows, dim=-2)
+    # power series x^l/(2l+1)!! Σ_k a_lk y^k, y = −x²/2, a_lk = Π_{m≤k} 1/(m (2l+2m+1)), by Horner's rule, on
+    # the entries below the threshold only
+    where = torch.nonzero(small.reshape(-1)).squeeze(-1)
+    order = torch.div(where, x.shape[-1], rounding_mode="floor") % n_orders
+    x_ser = x.reshape(-1)[where]
+    y = -0.5 * x_ser * x_ser
+    coefficients = np.ones((n_terms, n_orders))
+    for k in range(1, n_terms):
+        coefficients[k] = coefficients[k - 1] / (k * (2 * np.arange(n_orders) + 2 * k + 1))
+    double_factorial = [math.prod(range(1, 2 * l + 2, 2)) for l in range(n_orders)]
+    coefficients = torch.as_tensor(coefficients / double_factorial, dtype=x.dtype, device=x.device)[:, order]
+    total = coefficients[-1]
+    for k in range(n_terms - 2, -1, -1):
+        total = torch.addcmul(coefficients[k], y, total)
+    series = x_ser ** order.to(x.dtype) * total  # x > 0: no 0⁰ in the gradient
+    return recurrence.reshape(-1).index_put((where,), series).view(x.shape)
