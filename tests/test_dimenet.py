@@ -15,7 +15,7 @@ from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, count_parameters, create
 from eqbench.models.dimenet import TripletLayout
 from eqbench.nn import PolynomialEnvelope, segment_sum
-from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0, spherical_bessel_roots
+from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0, spherical_bessel_roots, spherical_bessel_rows
 from eqbench.sweep.matching import count_model_parameters, match_width
 from tests.model_checks import (
     assert_finite_difference_forces,
@@ -156,6 +156,18 @@ def test_spherical_bessel_roots_are_roots():
         changes = np.count_nonzero(np.diff(np.sign(scipy_special.spherical_jn(l, grid))) != 0)
         assert changes == 6
     assert np.allclose(roots[0], np.arange(1, 7) * math.pi)
+
+
+def test_spherical_bessel_rows_against_scipy():
+    x = torch.cat([torch.zeros(1), torch.linspace(1e-3, 20.0, 4001), torch.arange(1.0, 8.0)]).double()
+    rows = x[:, None, None].repeat(1, 7, 2).requires_grad_(True)  # row l holds order l; two identical columns
+    values = spherical_bessel_rows(rows)
+    for l in range(7):
+        expected = scipy_special.spherical_jn(l, x.numpy())
+        assert np.abs(values[:, l, 0].detach().numpy() - expected).max() < 1e-13
+    (grad,) = torch.autograd.grad(values.sum(), rows)
+    expected = np.stack([scipy_special.spherical_jn(l, x.numpy(), derivative=True) for l in range(7)], -1)
+    assert np.abs(grad[:, :, 0].numpy() - expected).max() < 1e-12 and torch.isfinite(grad).all()
 
 
 def _gauss_legendre(a, b, n=400):

@@ -2,9 +2,10 @@
 
 - :func:`spherical_bessel`        j_l(x) for l = 0…L−1 by the upward recurrence
                                   j_{l+1}(x) = (2l+1)/x · j_l(x) − j_{l−1}(x), j_0 = sin x / x.
-- :func:`spherical_bessel_l`      j_l(x) of one order, accurate for all x ≥ 0: the recurrence for x ≥ l + 1 and
-                                  the power series x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)⋯(2l+2k+1))
-                                  below, where the recurrence loses every digit to cancellation.
+- :func:`spherical_bessel_rows`   j_l(x) of order l on row l of x [..., L, N], accurate for all x ≥ 0: the
+                                  recurrence for x ≥ l + 1 and the power series
+                                  x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)⋯(2l+2k+1)) below, where the
+                                  recurrence loses every digit to cancellation.
 - :func:`spherical_bessel_roots`  z_ln, the n-th positive root of j_l, computed numerically: the roots of
                                   j_l interlace those of j_{l−1} (z_0n = nπ), so each lies in a bracket
                                   found from the previous order and is refined by bisection in float64.
@@ -33,24 +34,6 @@ def spherical_bessel(x: torch.Tensor, n_orders: int) -> list[torch.Tensor]:
     for l in range(1, n_orders - 1):
         out.append((2 * l + 1) / x * out[l] - out[l - 1])
     return out
-
-
-def spherical_bessel_l(x: torch.Tensor, l: int, n_terms: int = 16) -> torch.Tensor:
-    """j_l(x) for x ≥ 0 (see the module docstring); both branches are evaluated on safe inputs, so the
-    gradient has no NaN from the branch not taken."""
-    threshold = l + 1.0
-    small = x < threshold
-    x_rec = torch.where(small, torch.full_like(x, threshold), x)
-    recurrence = spherical_bessel(x_rec, l + 1)[l]
-    x_ser = torch.where(small, x, torch.zeros_like(x))
-    term = torch.ones_like(x_ser)
-    total = term
-    for k in range(1, n_terms):
-        term = term * (-0.5 * x_ser**2) / (k * (2 * l + 2 * k + 1))
-        total = total + term
-    double_factorial = math.prod(range(1, 2 * l + 2, 2))
-    series = x_ser**l / double_factorial * total
-    return torch.where(small, series, recurrence)
 
 
 def _j(l: int, x: np.ndarray) -> np.ndarray:
@@ -112,8 +95,8 @@ class SphericalBesselBasis(nn.Module):
 
 
 def spherical_bessel_rows(x: torch.Tensor, n_terms: int = 16) -> torch.Tensor:
-    """j_l(x[..., l, :]) for every row l of x [..., L, N], x ≥ 0: :func:`spherical_bessel_l` for all orders at
-    once (the same two branches, evaluated on whole tensors rather than one order at a time)."""
+    """j_l(x[..., l, :]) for every row l of x [..., L, N], x ≥ 0 (see the module docstring). Both branches are
+    evaluated on safe inputs only, so the gradient has no NaN from the branch not taken."""
     n_orders = x.shape[-2]
     threshold = torch.arange(1, n_orders + 1, dtype=x.dtype, device=x.device)[:, None]  # l + 1, [L, 1]
     small = x < threshold
@@ -146,5 +129,6 @@ def spherical_bessel_rows(x: torch.Tensor, n_terms: int = 16) -> torch.Tensor:
     total = coefficients[-1]
     for k in range(n_terms - 2, -1, -1):
         total = torch.addcmul(coefficients[k], y, total)
-    series = x_ser ** order.to(x.dtype) * total  # x > 0: no 0⁰ in the gradient
+    power = x_ser ** order.clamp_min(1).to(x.dtype)  # x^l; l = 0 below, without 0 · 0⁻¹ in the gradient at x = 0
+    series = torch.where(order == 0, torch.ones_like(x_ser), power) * total
     return recurrence.reshape(-1).index_put((where,), series).view(x.shape)
