@@ -211,10 +211,10 @@ def test_edge_padding_and_reverse_edges():
     reverse = reverse_edges(graph.center, graph.neighbor, n)
     assert torch.equal(graph.center[reverse], graph.neighbor) and torch.equal(graph.neighbor[reverse], graph.center)
     padding = EdgePadding(graph.center, n)
-    x = torch.randn(len(graph.center), 2, dtype=torch.float64)
+    x = torch.randn(len(graph.center), 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     padded = padding.pad(x)
     assert padded.shape == (n, padding.k, 2)
-    assert torch.equal(padding.unpad(padded), x) and float(padded.abs().sum()) == float(x.abs().sum())
+    assert torch.equal(padding.unpad(padded), x) and torch.count_nonzero(padded) == x.numel()  # the rest is 0
 
 
 def test_triplet_layout_equals_gather_scatter_over_triplets():
