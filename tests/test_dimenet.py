@@ -217,7 +217,8 @@ def test_edge_padding_and_reverse_edges():
     assert torch.equal(padding.unpad(padded), x) and torch.count_nonzero(padded) == x.numel()  # the rest is 0
 
 
-def test_triplet_layout_equals_gather_scatter_over_triplets():
+@pytest.mark.parametrize("max_buckets", [1, 3])
+def test_triplet_layout_equals_gather_scatter_over_triplets(max_buckets):
     """The slot-pair products agree with the sums over the triplet list (values and gradients, float64)."""
     pos, graph = _graph_with_mixed_degrees()
     n, n_edges, n_orders = len(pos), len(graph.center), 4
@@ -235,9 +236,10 @@ def test_triplet_layout_equals_gather_scatter_over_triplets():
     s = (y[:, :, None] * r[t.edge_kj]).sum(1)  # [T, B]
     plain_bilinear = segment_sum(s[:, :, None] * x[t.edge_kj][:, None, :], t.edge_ji, n_edges)
 
-    layout = TripletLayout(graph.center, graph.neighbor, n)
+    layout = TripletLayout(graph.center, graph.neighbor, n, max_buckets=max_buckets)
+    assert len(layout.paddings) == max_buckets
     angular = layout.angular(unit, n_orders)
-    pad = layout.padding.pad
+    pad = layout.pad
     dense = layout.triplet_sum(angular, pad(x), pad(q))
     dense_bilinear = layout.bilinear_sum(angular, pad(r), pad(x))
     assert k_ne_i and float(plain.detach().abs().max()) > 0.1

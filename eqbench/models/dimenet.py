@@ -42,11 +42,11 @@ what PyTorch Geometric does, so weights transfer):
 
 How the triplet step is computed (the same sums, without one row per triplet). A triplet (k→j, j→i), k ≠ i,
 is a pair of neighbours of the shared atom j. With the edges centred on j in padded slots s = 0…D−1
-(:class:`TripletLayout`, D = the largest degree in the batch; u_s the unit vector from j to its s-th
-neighbour), the edge k→j is slot s_k of atom j and the edge j→i is the reverse of the edge in slot s_i, and
-cos α_(kj,ji) = −u_{s_i}·u_{s_k}. The 2D basis factorises, a_SBF = radial(d_kj)[l, n] · Y_l^0(α), so every
-linear map of it is Σ_l Y_l^0(α) R[kj, l, :] with a per-edge R (the weights applied to the radial part of each
-l). Hence, with A_j[s_i, s_k, l] = Y_l^0(α) (zero for s_i = s_k):
+(:class:`TripletLayout`, u_s the unit vector from j to its s-th neighbour), the edge k→j is slot s_k of atom
+j, the edge j→i is the reverse of the edge in slot s_i, and cos α_(kj,ji) = −u_{s_i}·u_{s_k}. The 2D basis
+factorises, a_SBF = radial(d_kj)[l, n] · Y_l^0(α), so every linear map of it is Σ_l Y_l^0(α) R[kj, l, :]
+with a per-edge R (the weights applied to the radial part of each l). Hence, with A_j[s_i, s_k, l] =
+Y_l^0(α) (zero for s_i = s_k):
 
 - DimeNet++: Σ_k x_kj ⊙ W_sbf2 W_sbf1 a_SBF = Σ_{s_k, l} A_j[s_i, s_k, l] (x ⊙ Q)[(j, s_k), l, :] with
   Q = W_sbf2 (W_sbf1 per l) radial, one batched matrix product per atom, [D, D·L] @ [D·L, F_t];
@@ -54,10 +54,15 @@ l). Hence, with A_j[s_i, s_k, l] = Y_l^0(α) (zero for s_i = s_k):
   batched product [D·B, D] @ [D, F] before the bilinear weights;
 
 and the result for (j, s_i) is moved to edge j→i by one gather with the reverse-edge index (radius graphs
-are symmetric; DimeNet refuses periodic batches). Per block this replaces the gathers, element-wise products
-and scatters of [T, F_t] tensors (T ≈ 17 × the number of edges for QM9 at 5 Å) and the slow weight gradient
-of W_sbf2 on T rows by products on [N, D, L, F_t] tensors and batched matrix products, in every derivative
-of the training step. The loop reference in the tests checks the result against the equations.
+are symmetric; DimeNet refuses periodic batches). The work per atom grows with D², so atoms are grouped by
+degree into up to three buckets, each padded to its own largest degree. Why: per block this replaces the
+gathers, element-wise products and scatters of [T, F_t] tensors (T ≈ 17 × the number of edges for QM9 at
+5 Å) and the slow weight gradient of W_sbf2 on T rows by products on [N, D, L, F_t] tensors and batched
+matrix products, in every derivative of the force-training step (which differentiates the forces once
+more). The loop reference in the tests checks the result against the equations. Also for speed, and with
+unchanged values: linear layers run through :func:`eqbench.nn.linear.linear` (a faster weight gradient),
+σ = SiLU is :class:`eqbench.nn.activations.SiLU` (a shorter double backward), and the radial part of the 2D
+basis is computed once per forward for all orders at once.
 
 How the output blocks meet eqbench's heads: every output block ends in a linear layer, and a sum of linear
 maps is one linear map of the concatenation, Σ_l W_l x_l = [W_0 … W_B] [x_0; …; x_B]. The representation
@@ -82,6 +87,8 @@ Tab. 3 ablations, keyword arguments:
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -181,7 +188,7 @@ class DimeNetInteraction(_Interaction):
         x_kj = self.act(linear(m, self.lin_kj)) * linear(rbf, self.lin_rbf)
         radial, angular = sbf
         # s_(kj,ji),b = Σ_l Y_l^0(α) R[kj, l, b], R = W_sbf applied to the radial part of each l (slot layout).
-        u = layout.bilinear_sum(angular, radial_mix(radial, self.lin_sbf.weight), layout.padding.pad(x_kj))
+        u = layout.bilinear_sum(angular, [radial_mix(r, self.lin_sbf.weight) for r in radial], layout.pad(x_kj))
         agg = dense(u.flatten(1), self.bilinear.flatten(1))  # Σ_{b,l} W[c, b, l] u[b, l]
         return self.update(m, x_ji, agg)
 
@@ -210,8 +217,8 @@ class DimeNetPPInteraction(_Interaction):
             x_kj = self.act(linear(self.act(linear(m, self.lin_kj)) * rbf, self.lin_down))
             radial, angular = sbf
             # W_sbf2 W_sbf1 a_SBF = Σ_l Y_l^0(α) Q[kj, l] with Q = W_sbf2 (W_sbf1 per l) radial (slot layout).
-            q = linear(radial_mix(radial, self.lin_sbf1.weight), self.lin_sbf2)  # [N, D, L, F_t]
-            agg = layout.triplet_sum(angular, layout.padding.pad(x_kj), q)
+            q = [linear(radial_mix(r, self.lin_sbf1.weight), self.lin_sbf2) for r in radial]  # [n, D, L, F_t]
+            agg = layout.triplet_sum(angular, layout.pad(x_kj), q)
         return self.update(m, x_ji, self.act(linear(agg, self.lin_up)))
 
 
@@ -238,51 +245,104 @@ class TripletLayout:
     slot s_k of atom j and the edge j→i is the reverse of slot s_i's edge. Triplet sums become one batched
     matrix product per atom j over the slots s_k, and the result for (j, s_i) belongs to edge j→i, the reverse
     of edge (j, i) (graphs from :func:`eqbench.geometry.radius_graph` are symmetric; DimeNet refuses periodic
-    batches). Per-edge inputs are given in the slot layout ([N, D, ...], ``padding.pad``); no tensor has one
-    row per triplet.
+    batches). No tensor has one row per triplet.
+
+    The work per atom grows with D², so atoms are grouped by degree into up to ``max_buckets`` buckets, each
+    padded to its own largest degree (for QM9 at 5 Å, degrees 7–28: about half the padded D² of one bucket).
+    Per-edge inputs are given in this layout as one [n_b, D_b, ...] tensor per bucket (:meth:`pad`).
     """
 
-    def __init__(self, center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int):
-        self.padding = EdgePadding(center, n_atoms)
-        # row (j, s_i) of the flattened [N·D] slots for every edge j→i
-        self.source = self.padding.slot[reverse_edges(center, neighbor, n_atoms)]
+    def __init__(self, center: torch.Tensor, neighbor: torch.Tensor, n_atoms: int, max_buckets: int = 3):
+        degree = torch.bincount(center, minlength=n_atoms)
+        bounds = degree_buckets(degree, max_buckets)
+        lower = [0, *bounds[:-1]]
+        rank = torch.zeros(n_atoms, dtype=torch.long, device=center.device)
+        row = torch.empty_like(center)
+        self.edges, self.paddings = [], []
+        offset = 0
+        for lo, hi in zip(lower, bounds):
+            atoms = torch.nonzero((degree > lo) & (degree <= hi)).squeeze(-1)
+            rank[atoms] = torch.arange(len(atoms), device=center.device)
+            edges = torch.nonzero((degree[center] > lo) & (degree[center] <= hi)).squeeze(-1)
+            padding = EdgePadding(rank[center[edges]], len(atoms))  # edges stay sorted by center
+            row[edges] = offset + padding.slot
+            offset += padding.n_atoms * padding.k
+            self.edges.append(edges)
+            self.paddings.append(padding)
+        # row of the concatenated, flattened slots (j, s_i) for every edge j→i
+        self.source = row[reverse_edges(center, neighbor, n_atoms)]
 
-    def angular(self, unit: torch.Tensor, n_spherical: int) -> torch.Tensor:
-        """A_j[s_i, s_k, l] = Y_l^0(cos α_(kj,ji)), zero where s_i = s_k: [N, D, D, L].
+    def pad(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[E, ...] per edge (center j) → [n_b, D_b, ...] per bucket, zero in the empty slots."""
+        return [padding.pad(x[edges]) for padding, edges in zip(self.paddings, self.edges)]
+
+    def angular(self, unit: torch.Tensor, n_spherical: int) -> list[torch.Tensor]:
+        """A_j[s_i, s_k, l] = Y_l^0(cos α_(kj,ji)), zero where s_i = s_k: [n_b, D_b, D_b, L] per bucket.
 
         ``unit``: [E, 3] unit vectors from center to neighbor. u_(kj) = u_{s_k} and u_(ji) = −u_{s_i}, hence
         cos α = −u_{s_i}·u_{s_k}. Entries with a padded slot are never used (zero rows of the slot data on one
         side, discarded rows of the result on the other).
         """
-        u = self.padding.pad(unit)  # [N, D, 3]
-        cos = -torch.bmm(u, u.transpose(1, 2))
-        d = self.padding.k
-        not_self = 1.0 - torch.eye(d, dtype=cos.dtype, device=cos.device)
-        return legendre_y0(cos, n_spherical) * not_self[:, :, None]
+        out = []
+        for u in self.pad(unit):  # [n, D, 3]
+            cos = -torch.bmm(u, u.transpose(1, 2))
+            not_self = 1.0 - torch.eye(u.shape[1], dtype=cos.dtype, device=cos.device)
+            out.append(legendre_y0(cos, n_spherical) * not_self[:, :, None])
+        return out
 
-    def gather(self, out: torch.Tensor) -> torch.Tensor:
-        """[N, D, ...] results per (j, s_i) → [E, ...] in edge order j→i."""
-        return out.reshape(-1, *out.shape[2:])[self.source]
+    def gather(self, out: list[torch.Tensor]) -> torch.Tensor:
+        """Results per (j, s_i), [n_b, D_b, ...] per bucket → [E, ...] in edge order j→i."""
+        return torch.cat([o.reshape(-1, *o.shape[2:]) for o in out])[self.source]
 
-    def triplet_sum(self, angular: torch.Tensor, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    def triplet_sum(self, angular, x, q) -> torch.Tensor:
         """Σ_{k ∈ N_j \\ {i}} x_kj ⊙ Σ_l Y_l^0(α_(kj,ji)) q[kj, l, :] for every edge j→i → [E, F].
 
-        ``x`` [N, D, F] and ``q`` [N, D, L, F] in the slot layout. One batched product per atom j:
+        Per bucket, ``x`` [n, D, F] and ``q`` [n, D, L, F] in the slot layout. One batched product per atom j:
         A_j [D, D·L] @ (x ⊙ q)_j [D·L, F] (slots s_k and orders l together).
         """
-        n, d = x.shape[:2]
-        p = (x[:, :, None, :] * q).view(n, -1, x.shape[-1])
-        return self.gather(torch.bmm(angular.reshape(n, d, -1), p))
+        out = []
+        for a, xb, qb in zip(angular, x, q):
+            n, d = xb.shape[:2]
+            p = (xb[:, :, None, :] * qb).view(n, d * qb.shape[2], xb.shape[-1])
+            out.append(torch.bmm(a.reshape(n, d, d * a.shape[-1]), p))
+        return self.gather(out)
 
-    def bilinear_sum(self, angular: torch.Tensor, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def bilinear_sum(self, angular, r, x) -> torch.Tensor:
         """Σ_{k ∈ N_j \\ {i}} s_(kj,ji),b x_kj with s_b = Σ_l Y_l^0(α) r[kj, l, b] → [E, B, F].
 
-        ``r`` [N, D, L, B] and ``x`` [N, D, F] in the slot layout. S_j[s_i, b, s_k] = Σ_l A_j[s_i, s_k, l]
-        r[(j, s_k), l, b], then one batched product per atom j, S_j [D·B, D] @ x_j [D, F].
+        Per bucket, ``r`` [n, D, L, B] and ``x`` [n, D, F] in the slot layout. S_j[s_i, b, s_k] =
+        Σ_l A_j[s_i, s_k, l] r[(j, s_k), l, b], then one batched product per atom j, S_j [D·B, D] @ x_j [D, F].
         """
-        n, d, b = r.shape[0], r.shape[1], r.shape[-1]
-        s = torch.einsum("nikl,nklb->nibk", angular, r)
-        return self.gather(torch.bmm(s.reshape(n, d * b, d), x).view(n, d, b, -1))
+        out = []
+        for a, rb, xb in zip(angular, r, x):
+            n, d, b = rb.shape[0], rb.shape[1], rb.shape[-1]
+            s = torch.einsum("nikl,nklb->nibk", a, rb)
+            out.append(torch.bmm(s.reshape(n, d * b, d), xb).view(n, d, b, xb.shape[-1]))
+        return self.gather(out)
+
+
+def degree_buckets(degree: torch.Tensor, max_buckets: int) -> list[int]:
+    """Upper degree bounds of at most ``max_buckets`` buckets of atoms (degree ≥ 1), ascending, chosen to
+    minimise Σ_b n_b D_b² (D_b the largest degree in bucket b)."""
+    counts = torch.bincount(degree).tolist()
+    values = [d for d in range(1, len(counts)) if counts[d]]
+    if not values:  # no edges: one empty bucket
+        return [1]
+
+    def cost(bounds):
+        total, lo = 0, 0
+        for hi in bounds:
+            total += sum(counts[d] for d in values if lo < d <= hi) * hi * hi
+            lo = hi
+        return total
+
+    best = [values[-1]]
+    for n_cuts in range(1, min(max_buckets, len(values))):
+        for cuts in itertools.combinations(values[:-1], n_cuts):
+            bounds = [*cuts, values[-1]]
+            if cost(bounds) < cost(best):
+                best = bounds
+    return best
 
 
 class OutputBlock(nn.Module):
@@ -390,7 +450,7 @@ class DimeNet(Representation):
             radial = self.sbf_radial(graph.dist) * env[:, None, None]  # [E, L, N]
         if self.sbf_over_distance:
             radial = radial / graph.dist[:, None, None]
-        radial = layout.padding.pad(radial)
+        radial = layout.pad(radial)
         # α between the message directions x_j − x_k and x_i − x_j: vec = pos[neighbor] − pos[center].
         angular = layout.angular(graph.vec / graph.dist[:, None], self.n_spherical)
         return rbf, (radial, angular)
