@@ -51,7 +51,12 @@ class _SiLUBackward(torch.autograd.Function):
             d_grad = torch.ops.aten.silu_backward(gg, x)
         if ctx.needs_input_grad[1]:
             s = torch.sigmoid(x)
-            d_x = torch.ops.aten.sigmoid_backward(gg * grad, s) * torch.addcmul(x, x, s, value=-2.0).add(2.0)
+            a = torch.ops.aten.sigmoid_backward(gg * grad, s)
+            b = torch.addcmul(x, x, s, value=-2.0)
+            if torch.is_grad_enabled():  # differentiated once more (create_graph): no in-place ops
+                d_x = a * (b + 2.0)
+            else:  # in place on fresh tensors: fewer allocations
+                d_x = a.mul_(b.add_(2.0))
         return d_grad, d_x
 
 
