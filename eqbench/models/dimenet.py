@@ -248,7 +248,7 @@ class TripletLayout:
     batches). No tensor has one row per triplet.
 
     The work per atom grows with D², so atoms are grouped by degree into up to ``max_buckets`` buckets, each
-    padded to its own largest degree (for QM9 at 5 Å, degrees 7–28: about half the padded D² of one bucket).
+    padded to its own largest degree (the 50-molecule QM9 benchmark batch at 5 Å: 70 % of one bucket's N·D²).
     Per-edge inputs are given in this layout as one [n_b, D_b, ...] tensor per bucket (:meth:`pad`).
     """
 
@@ -328,20 +328,17 @@ def degree_buckets(degree: torch.Tensor, max_buckets: int) -> list[int]:
     values = [d for d in range(1, len(counts)) if counts[d]]
     if not values:  # no edges: one empty bucket
         return [1]
+    below = list(itertools.accumulate(counts))  # atoms with degree ≤ d
 
     def cost(bounds):
-        total, lo = 0, 0
-        for hi in bounds:
-            total += sum(counts[d] for d in values if lo < d <= hi) * hi * hi
-            lo = hi
-        return total
+        return sum((below[hi] - below[lo]) * hi * hi for lo, hi in zip([0, *bounds[:-1]], bounds))
 
-    best = [values[-1]]
+    best, best_cost = [values[-1]], cost([values[-1]])
     for n_cuts in range(1, min(max_buckets, len(values))):
         for cuts in itertools.combinations(values[:-1], n_cuts):
             bounds = [*cuts, values[-1]]
-            if cost(bounds) < cost(best):
-                best = bounds
+            if (c := cost(bounds)) < best_cost:
+                best, best_cost = bounds, c
     return best
 
 
@@ -437,9 +434,9 @@ class DimeNet(Representation):
         self.head_kwargs = {"n_hidden": [], "bias": False}
 
     def bases(self, graph, layout):
-        """e_RBF [E, N_RBF] and the two factors of a_SBF in the slot layout of :class:`TripletLayout`: radial
-        [N, D, N_SHBF or 1, N_SRBF] per edge k→j and angular [N, D, D, N_SHBF] per triplet (None without
-        triplets)."""
+        """e_RBF [E, N_RBF] and the two factors of a_SBF in the slot layout of :class:`TripletLayout`, one tensor
+        per degree bucket: radial [n, D, N_SHBF or 1, N_SRBF] per edge k→j and angular [n, D, D, N_SHBF] per
+        triplet (None without triplets)."""
         env = self.envelope(graph.dist)
         rbf = self.rbf(graph.dist) * env[:, None]
         if layout is None:
