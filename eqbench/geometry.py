@@ -183,6 +183,37 @@ def triplets(center: torch.Tensor, neighbor: torch.Tensor, n_nodes: int,
     return Triplets(edge_kj[keep], edge_ji[keep], i[keep], j[keep], k[keep])
 
 
+class EdgePadding:
+    """Edges (sorted by center) laid out as [N, K] neighbour slots, K = the largest degree; empty slots are 0.
+
+    Edge e sits in slot ``slot[e]`` of the flattened [N·K] layout: row ``center[e]``, position = its rank
+    among the edges of that center.
+    """
+
+    def __init__(self, center: torch.Tensor, n_atoms: int):
+        degree = torch.bincount(center, minlength=n_atoms)
+        self.n_atoms = n_atoms
+        self.k = max(int(degree.max()), 1) if len(center) else 1
+        first = torch.cumsum(degree, 0) - degree
+        self.slot = center * self.k + torch.arange(len(center), device=center.device) - first[center]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[E, ...] → [N, K, ...]"""
+        out = x.new_zeros(self.n_atoms * self.k, *x.shape[1:]).index_copy(0, self.slot, x)
+        return out.view(self.n_atoms, self.k, *x.shape[1:])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, K, ...] → [E, ...] (the inverse of :meth:`pad` on the occupied slots)"""
+        return x.reshape(self.n_atoms * self.k, *x.shape[2:])[self.slot]
+
+
+def reverse_edges(center: torch.Tensor, neighbor: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """[E]: the index of edge (neighbor[e], center[e]) for every edge e of a symmetric, non-periodic graph."""
+    key = center * n_nodes + neighbor
+    sorted_key, order = torch.sort(key)
+    return order[torch.searchsorted(sorted_key, neighbor * n_nodes + center)]
+
+
 class EdgePairs(NamedTuple):
     """Each undirected pair once: ``edge[p]`` is the representative edge of pair p (center < neighbor),
     ``pair[e]`` the pair of edge e. Invariant edge functions (radial filters) depend on ‖r_ij‖ = ‖r_ji‖

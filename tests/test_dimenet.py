@@ -10,10 +10,12 @@ import torch
 
 from eqbench.batch import Batch
 from eqbench.errors import ModelError
+from eqbench.geometry import EdgePadding, radius_graph, reverse_edges, triplets
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, count_parameters, create
-from eqbench.nn import PolynomialEnvelope
-from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0, spherical_bessel_roots
+from eqbench.models.dimenet import TripletLayout
+from eqbench.nn import PolynomialEnvelope, segment_sum
+from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0, spherical_bessel_roots, spherical_bessel_rows
 from eqbench.sweep.matching import count_model_parameters, match_width
 from tests.model_checks import (
     assert_finite_difference_forces,
@@ -156,6 +158,18 @@ def test_spherical_bessel_roots_are_roots():
     assert np.allclose(roots[0], np.arange(1, 7) * math.pi)
 
 
+def test_spherical_bessel_rows_against_scipy():
+    x = torch.cat([torch.zeros(1), torch.linspace(1e-3, 20.0, 4001), torch.arange(1.0, 8.0)]).double()
+    rows = x[:, None, None].repeat(1, 7, 2).requires_grad_(True)  # row l holds order l; two identical columns
+    values = spherical_bessel_rows(rows)
+    for l in range(7):
+        expected = scipy_special.spherical_jn(l, x.numpy())
+        assert np.abs(values[:, l, 0].detach().numpy() - expected).max() < 1e-13
+    (grad,) = torch.autograd.grad(values.sum(), rows)
+    expected = np.stack([scipy_special.spherical_jn(l, x.numpy(), derivative=True) for l in range(7)], -1)
+    assert np.abs(grad[:, :, 0].numpy() - expected).max() < 1e-12 and torch.isfinite(grad).all()
+
+
 def _gauss_legendre(a, b, n=400):
     x, w = np.polynomial.legendre.leggauss(n)
     return 0.5 * (b - a) * x + 0.5 * (b + a), 0.5 * (b - a) * w
@@ -179,6 +193,68 @@ def test_bases_are_orthonormal_on_the_ball():
     alpha, wa = _gauss_legendre(0.0, math.pi)
     y = legendre_y0(torch.cos(torch.as_tensor(alpha, dtype=torch.float64)), 7).numpy()
     assert np.allclose(2 * math.pi * (y * (wa * np.sin(alpha))[:, None]).T @ y, np.eye(7), atol=1e-10)
+
+
+# ------------------------------------------------------------------ triplets as slot pairs (TripletLayout)
+def _graph_with_mixed_degrees():
+    batch = random_molecules(sizes=(6, 3, 5), seed=7, spread=1.2)
+    pos = batch.pos.clone().requires_grad_(True)
+    graph = radius_graph(pos, batch.batch, batch.n_atoms, 2.8)
+    degree = torch.bincount(graph.center, minlength=len(pos))
+    assert len(degree.unique()) >= 4 and int(degree.min()) == 0  # padding and an isolated atom are exercised
+    return pos, graph
+
+
+def test_edge_padding_and_reverse_edges():
+    pos, graph = _graph_with_mixed_degrees()
+    n = len(pos)
+    reverse = reverse_edges(graph.center, graph.neighbor, n)
+    assert torch.equal(graph.center[reverse], graph.neighbor) and torch.equal(graph.neighbor[reverse], graph.center)
+    padding = EdgePadding(graph.center, n)
+    x = torch.randn(len(graph.center), 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    padded = padding.pad(x)
+    assert padded.shape == (n, padding.k, 2)
+    assert torch.equal(padding.unpad(padded), x) and torch.count_nonzero(padded) == x.numel()  # the rest is 0
+
+
+@pytest.mark.parametrize("max_buckets", [1, 3])
+def test_triplet_layout_equals_gather_scatter_over_triplets(max_buckets):
+    """The slot-pair products agree with the sums over the triplet list (values and gradients, float64)."""
+    pos, graph = _graph_with_mixed_degrees()
+    n, n_edges, n_orders = len(pos), len(graph.center), 4
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n_edges, 5, dtype=torch.float64, generator=gen).requires_grad_(True)
+    q = torch.randn(n_edges, n_orders, 5, dtype=torch.float64, generator=gen).requires_grad_(True)
+    r = torch.randn(n_edges, n_orders, 3, dtype=torch.float64, generator=gen).requires_grad_(True)
+    unit = graph.vec / graph.dist[:, None]
+
+    # the plain way: one row per triplet, α between x_j − x_k and x_i − x_j
+    t = triplets(graph.center, graph.neighbor, n)
+    k_ne_i = torch.all(t.k != t.i)
+    y = legendre_y0((unit[t.edge_kj] * unit[t.edge_ji]).sum(-1), n_orders)  # [T, L]
+    plain = segment_sum(x[t.edge_kj] * (y[:, :, None] * q[t.edge_kj]).sum(1), t.edge_ji, n_edges)
+    s = (y[:, :, None] * r[t.edge_kj]).sum(1)  # [T, B]
+    plain_bilinear = segment_sum(s[:, :, None] * x[t.edge_kj][:, None, :], t.edge_ji, n_edges)
+
+    layout = TripletLayout(graph.center, graph.neighbor, n, max_buckets=max_buckets)
+    assert len(layout.paddings) == max_buckets
+    angular = layout.angular(unit, n_orders)
+    pad = layout.pad
+    dense = layout.triplet_sum(angular, pad(x), pad(q))
+    dense_bilinear = layout.bilinear_sum(angular, pad(r), pad(x))
+    assert k_ne_i and float(plain.detach().abs().max()) > 0.1
+    assert torch.allclose(dense, plain, atol=1e-12, rtol=0)
+    assert torch.allclose(dense_bilinear, plain_bilinear, atol=1e-12, rtol=0)
+
+    w1 = torch.randn(plain.shape, dtype=torch.float64, generator=gen)
+    w2 = torch.randn(plain_bilinear.shape, dtype=torch.float64, generator=gen)
+
+    def grads(a, b):
+        return torch.autograd.grad((a * w1).sum() + (b * w2).sum(), (pos, x, q, r), retain_graph=True)
+
+    for g_dense, g_plain in zip(grads(dense, dense_bilinear), grads(plain, plain_bilinear)):
+        assert float(g_plain.abs().max()) > 1e-3
+        assert torch.allclose(g_dense, g_plain, atol=1e-11, rtol=0)
 
 
 # ------------------------------------------------------------------ App. A, Fig. 6

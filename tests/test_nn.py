@@ -222,3 +222,38 @@ def test_build_mlp_shapes():
     n_params = sum(p.numel() for p in build_mlp(4, [6], 1).parameters())
     assert n_params == 4 * 6 + 6 + 6 * 1 + 1
     assert math.isfinite(float(build_mlp(3, 5, 1, activation="tanh")(torch.zeros(1, 3)).sum().detach()))
+
+
+def test_silu_with_short_double_backward_matches_torch():
+    from eqbench.nn.activations import SiLU
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(40, 3, dtype=torch.float64, generator=gen) * 4).requires_grad_(True)
+    assert torch.autograd.gradcheck(SiLU(), (x,))
+    assert torch.autograd.gradgradcheck(SiLU(), (x,))
+    w = torch.randn(40, 3, dtype=torch.float64, generator=gen)
+
+    def derivatives(act):  # value, first derivative and the double backward of a force-like loss
+        y = act(x)
+        (g,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+        (gg,) = torch.autograd.grad((g * g * w).sum(), x)
+        return y, g, gg
+
+    for ours, ref in zip(derivatives(SiLU()), derivatives(nn.SiLU())):
+        assert float(ref.abs().max()) > 0.1
+        assert torch.allclose(ours, ref, atol=1e-14, rtol=1e-12)
+
+
+def test_dense_matches_functional_linear_with_gradients():
+    from eqbench.nn.linear import linear
+
+    gen = torch.Generator().manual_seed(1)
+    for bias in (True, False):
+        layer = nn.Linear(5, 3, bias=bias).double()
+        x = torch.randn(4, 2, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+        ours, ref = linear(x, layer), layer(x)
+        assert ours.shape == ref.shape == (4, 2, 3) and torch.allclose(ours, ref, atol=1e-15)
+        params = [x, *layer.parameters()]
+        w = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+        for a, b in zip(torch.autograd.grad((ours * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+            assert torch.allclose(a, b, atol=1e-14)

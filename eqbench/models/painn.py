@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from eqbench.batch import Batch
-from eqbench.geometry import radius_graph
+from eqbench.geometry import EdgePadding, radius_graph
 from eqbench.models.base import AtomFeatures, Representation
 from eqbench.nn import CosineCutoff, SincRBF, build_mlp, segment_sum
 
@@ -90,22 +90,6 @@ class PaiNNMessage(nn.Module):
         if self.vector_propagation and v is not None:
             dv = dv + segment_sum(filtered(2)[:, None, :] * v[neighbor], center, n_atoms)  # v_j travels on to i
         return ds, dv
-
-
-class EdgePadding:
-    """Edges (sorted by center) laid out as [N, K] neighbour slots, K = the largest degree; empty slots are 0."""
-
-    def __init__(self, center: torch.Tensor, n_atoms: int):
-        degree = torch.bincount(center, minlength=n_atoms)
-        self.n_atoms = n_atoms
-        self.k = max(int(degree.max()), 1) if len(center) else 1
-        first = torch.cumsum(degree, 0) - degree
-        self.slot = center * self.k + torch.arange(len(center), device=center.device) - first[center]
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """[E, ...] → [N, K, ...]"""
-        out = x.new_zeros(self.n_atoms * self.k, *x.shape[1:]).index_copy(0, self.slot, x)
-        return out.view(self.n_atoms, self.k, *x.shape[1:])
 
 
 class PaiNNUpdate(nn.Module):

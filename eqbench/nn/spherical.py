@@ -2,9 +2,10 @@
 
 - :func:`spherical_bessel`        j_l(x) for l = 0…L−1 by the upward recurrence
                                   j_{l+1}(x) = (2l+1)/x · j_l(x) − j_{l−1}(x), j_0 = sin x / x.
-- :func:`spherical_bessel_l`      j_l(x) of one order, accurate for all x ≥ 0: the recurrence for x ≥ l + 1 and
-                                  the power series x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)⋯(2l+2k+1))
-                                  below, where the recurrence loses every digit to cancellation.
+- :func:`spherical_bessel_rows`   j_l(x) of order l on row l of x [..., L, N], accurate for all x ≥ 0: the
+                                  recurrence for x ≥ l + 1 and the power series
+                                  x^l/(2l+1)!! Σ_k (−x²/2)^k / (k! (2l+3)(2l+5)⋯(2l+2k+1)) below, where the
+                                  recurrence loses every digit to cancellation.
 - :func:`spherical_bessel_roots`  z_ln, the n-th positive root of j_l, computed numerically: the roots of
                                   j_l interlace those of j_{l−1} (z_0n = nπ), so each lies in a bracket
                                   found from the previous order and is refined by bisection in float64.
@@ -33,24 +34,6 @@ def spherical_bessel(x: torch.Tensor, n_orders: int) -> list[torch.Tensor]:
     for l in range(1, n_orders - 1):
         out.append((2 * l + 1) / x * out[l] - out[l - 1])
     return out
-
-
-def spherical_bessel_l(x: torch.Tensor, l: int, n_terms: int = 16) -> torch.Tensor:
-    """j_l(x) for x ≥ 0 (see the module docstring); both branches are evaluated on safe inputs, so the
-    gradient has no NaN from the branch not taken."""
-    threshold = l + 1.0
-    small = x < threshold
-    x_rec = torch.where(small, torch.full_like(x, threshold), x)
-    recurrence = spherical_bessel(x_rec, l + 1)[l]
-    x_ser = torch.where(small, x, torch.zeros_like(x))
-    term = torch.ones_like(x_ser)
-    total = term
-    for k in range(1, n_terms):
-        term = term * (-0.5 * x_ser**2) / (k * (2 * l + 2 * k + 1))
-        total = total + term
-    double_factorial = math.prod(range(1, 2 * l + 2, 2))
-    series = x_ser**l / double_factorial * total
-    return torch.where(small, series, recurrence)
 
 
 def _j(l: int, x: np.ndarray) -> np.ndarray:
@@ -108,5 +91,44 @@ class SphericalBesselBasis(nn.Module):
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         x = dist[..., None, None] / self.cutoff * self.roots.to(dist.dtype)  # [..., L, N]
-        orders = [spherical_bessel_l(x[..., l, :], l) for l in range(self.n_spherical)]
-        return torch.stack(orders, dim=-2) * self.norm.to(dist.dtype)
+        return spherical_bessel_rows(x) * self.norm.to(dist.dtype)
+
+
+def spherical_bessel_rows(x: torch.Tensor, n_terms: int = 16) -> torch.Tensor:
+    """j_l(x[..., l, :]) for every row l of x [..., L, N], x ≥ 0 (see the module docstring). Both branches are
+    evaluated on safe inputs only, so the gradient has no NaN from the branch not taken."""
+    n_orders = x.shape[-2]
+    threshold = torch.arange(1, n_orders + 1, dtype=x.dtype, device=x.device)[:, None]  # l + 1, [L, 1]
+    small = x < threshold
+    # recurrence j_{l+1} = (2l+1)/x j_l − j_{l−1} on safe inputs; row l is final after order l, so each step
+    # carries on with the rows above it only
+    x_rec = torch.where(small, threshold.expand_as(x), x)
+    inv_x = 1.0 / x_rec
+    j_prev = torch.sin(x_rec) * inv_x  # j_0 on rows 0…L−1
+    rows = [j_prev[..., :1, :]]
+    if n_orders > 1:
+        j = (j_prev - torch.cos(x_rec)) * inv_x  # j_1
+        rows.append(j[..., 1:2, :])
+        for l in range(1, n_orders - 1):  # order l + 1, needed on rows l + 1… only
+            cut = 1 if l > 1 else 2
+            j_prev, j, inv_x = j_prev[..., cut:, :], j[..., cut:, :], inv_x[..., cut:, :]
+            j, j_prev = (2 * l + 1) * inv_x * j - j_prev, j
+            rows.append(j[..., :1, :])
+    recurrence = torch.cat(rows, dim=-2)
+    # power series x^l/(2l+1)!! Σ_k a_lk y^k, y = −x²/2, a_lk = Π_{m≤k} 1/(m (2l+2m+1)), by Horner's rule, on
+    # the entries below the threshold only
+    where = torch.nonzero(small.reshape(-1)).squeeze(-1)
+    order = torch.div(where, x.shape[-1], rounding_mode="floor") % n_orders
+    x_ser = x.reshape(-1)[where]
+    y = -0.5 * x_ser * x_ser
+    coefficients = np.ones((n_terms, n_orders))
+    for k in range(1, n_terms):
+        coefficients[k] = coefficients[k - 1] / (k * (2 * np.arange(n_orders) + 2 * k + 1))
+    double_factorial = [math.prod(range(1, 2 * l + 2, 2)) for l in range(n_orders)]
+    coefficients = torch.as_tensor(coefficients / double_factorial, dtype=x.dtype, device=x.device)[:, order]
+    total = coefficients[-1]
+    for k in range(n_terms - 2, -1, -1):
+        total = torch.addcmul(coefficients[k], y, total)
+    power = x_ser ** order.clamp_min(1).to(x.dtype)  # x^l; l = 0 below, without 0 · 0⁻¹ in the gradient at x = 0
+    series = torch.where(order == 0, torch.ones_like(x_ser), power) * total
+    return recurrence.reshape(-1).index_put((where,), series).view(x.shape)
