@@ -43,6 +43,27 @@ def test_scaling_structures_only_for_the_scaling_models_and_periodic_only_where_
     assert all(not r["errors"] for r in record["results"])
 
 
+def test_memory_is_measured_only_after_every_timing(monkeypatch):
+    # Measuring CPU memory fixes glibc's mmap threshold for the rest of the process, which slows every later
+    # step 2–3×: no timing may come after the first memory measurement.
+    import eqbench.bench.runner as runner
+
+    events = []
+    time_all, memory_class = runner._time_all, runner._Memory
+    monkeypatch.setattr(runner, "_time_all", lambda *a, **k: events.append("time") or time_all(*a, **k))
+
+    class Recorded(memory_class):
+        def __init__(self, device):
+            events.append("memory")
+            super().__init__(device)
+
+    monkeypatch.setattr(runner, "_Memory", Recorded)
+    record = run_bench(models=["painn", "schnet"], batch_sizes=[2, 3], repeats=1, warmup=0, peers=False,
+                       ops=["forward"], model_kwargs=SMALL, log=lambda m: None)
+    assert events == ["time"] * 4 + ["memory"]
+    assert all("forward" in r["memory_mb"] for r in record["results"])
+
+
 def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():
     register(BenchModel("not-yet-a-model", {}, peers=("pyg",)))
     try:

@@ -152,8 +152,9 @@ def _sync(device: str) -> None:
 
 
 def _time_all(contenders: list[Contender], results: list[Result], ops: Sequence[str], batch, device: str,
-              repeats: int, warmup: int, memory: bool) -> None:
-    """Time every (contender, op) with interleaved repetitions; fill ``results`` in place."""
+              repeats: int, warmup: int) -> list[tuple]:
+    """Time every (contender, op) with interleaved repetitions; fill ``results`` in place. Returns the
+    (result, op, function) of every operation that ran, for the memory pass."""
     runs = {}
     for c, r in zip(contenders, results):
         inputs = c.prepare(batch)
@@ -184,12 +185,17 @@ def _time_all(contenders: list[Contender], results: list[Result], ops: Sequence[
     for key, (r, op, _fn) in runs.items():
         r.times[op] = Timing.of(seconds[key])
         r.cpu_times[op] = Timing.of(cpu_seconds[key])
-    if memory:
-        meter = _Memory(device)
-        for r, op, fn in runs.values():
-            value = meter.measure(fn)
-            if value is not None:
-                r.memory_mb[op] = round(value, 2)
+    return list(runs.values())
+
+
+def _measure_memory(operations: list[tuple], device: str) -> None:
+    """Peak memory of every operation, after all timings: on CPU the measurement fixes glibc's mmap threshold
+    for the rest of the process, which makes every later large allocation a fresh mmap (steps 2–3× slower)."""
+    meter = _Memory(device)
+    for r, op, fn in operations:
+        value = meter.measure(fn)
+        if value is not None:
+            r.memory_mb[op] = round(value, 2)
 
 
 # ------------------------------------------------------------------------------------------ the benchmark
@@ -237,6 +243,7 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
                                device=device, dtype=str(dtype).replace("torch.", ""), compile=compile, peers=peers,
                                ops=list(ops), seed=seed, scaling=list(scaling), scaling_models=scaling_models),
               "environment": environment(device), "results": results}
+    operations: list[tuple] = []  # everything timed, for the memory pass at the end
     for name in models:
         contenders = contenders_for(name, model_kwargs or {}, device, dtype, peers, compile, only_peers)
         if all(isinstance(c, Skipped) for c in contenders):
@@ -245,7 +252,7 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
             continue
         for bs in batch_sizes:
             batch = qm9_like_batch(bs, seed=seed, dtype=dtype)
-            results.extend(_run_case(name, "qm9", batch, contenders, ops, device, repeats, warmup, memory, log))
+            results.extend(_run_case(name, "qm9", batch, contenders, ops, device, repeats, warmup, operations, log))
         periodic_cases = (False, True) if _supports_periodic(contenders) else (False,)
         for n in scaling if name in scaling_models else ():
             for periodic in periodic_cases:
@@ -253,7 +260,9 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
                 live = [c for c in contenders if isinstance(c, Skipped) or c.label.startswith("eqbench")]
                 results.extend(_run_case(name, "periodic" if periodic else "cluster", batch, live,
                                          [o for o in ops if o != "train_step"] or ops, device,
-                                         max(3, repeats // 3), 1, memory, log))
+                                         max(3, repeats // 3), 1, operations, log))
+    if memory:
+        _measure_memory(operations, device)
     record["results"] = [asdict(r) for r in results]
     record["environment"]["load_average_end"] = _loadavg()
     return record
@@ -264,7 +273,7 @@ def _supports_periodic(contenders) -> bool:
     return bool(own) and all(getattr(c.module.representation, "supports_periodic", False) for c in own)
 
 
-def _run_case(name, case, batch, contenders, ops, device, repeats, warmup, memory, log) -> list[Result]:
+def _run_case(name, case, batch, contenders, ops, device, repeats, warmup, operations, log) -> list[Result]:
     from eqbench.geometry import radius_graph
 
     cutoff = BENCH_MODELS[name].kwargs.get("cutoff", 5.0)
@@ -282,7 +291,7 @@ def _run_case(name, case, batch, contenders, ops, device, repeats, warmup, memor
         results.append(r)
     log(f"{name} {case}: {batch.n_molecules} structures, {n_atoms} atoms, {n_edges} edges; "
         f"{', '.join(c.label for c in live)}")
-    _time_all(live, live_results, ops, batch, device, repeats, warmup, memory)
+    operations.extend(_time_all(live, live_results, ops, batch, device, repeats, warmup))
     return results
 
 
