@@ -242,6 +242,10 @@ def test_silu_with_short_double_backward_matches_torch():
     for ours, ref in zip(derivatives(SiLU()), derivatives(nn.SiLU())):
         assert float(ref.abs().max()) > 0.1
         assert torch.allclose(ours, ref, atol=1e-14, rtol=1e-12)
+    # every model that names "silu"/"swish" gets this one (PaiNN, DimeNet, So3krates, MLPs)
+    from eqbench.nn import activation
+
+    assert isinstance(activation("silu"), SiLU) and isinstance(activation("swish"), SiLU)
 
 
 def test_dense_matches_functional_linear_with_gradients():

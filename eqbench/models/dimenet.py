@@ -97,18 +97,13 @@ from eqbench.batch import Batch
 from eqbench.errors import ModelError
 from eqbench.geometry import EdgePadding, radius_graph, reverse_edges
 from eqbench.models.base import AtomFeatures, Representation
-from eqbench.nn import GaussianRBF, PolynomialEnvelope, activation, segment_sum
-from eqbench.nn.activations import SiLU
+from eqbench.nn import GaussianRBF, PolynomialEnvelope, segment_sum
+from eqbench.nn import activation as make_activation
 from eqbench.nn.linear import dense, linear
 from eqbench.nn.radial import BesselRBF
 from eqbench.nn.spherical import SphericalBesselBasis, legendre_y0
 
 RADIAL_BASES = ("bessel", "gaussian")
-
-
-def make_activation(name: str) -> nn.Module:
-    """σ by name; SiLU (swish) as :class:`eqbench.nn.activations.SiLU`, whose second derivative is cheaper."""
-    return SiLU() if name in ("silu", "swish") else activation(name)
 
 
 class ResidualLayer(nn.Module):

@@ -68,7 +68,8 @@ class SiLU(nn.Module):
         return _SiLUFunction.apply(x)
 
 
-ACTIVATIONS = {"ssp": ShiftedSoftplus, "shifted_softplus": ShiftedSoftplus, "silu": nn.SiLU, "swish": nn.SiLU,
+# SiLU is eqbench's own (equal to torch.nn.SiLU, with a cheaper second derivative for force training).
+ACTIVATIONS = {"ssp": ShiftedSoftplus, "shifted_softplus": ShiftedSoftplus, "silu": SiLU, "swish": SiLU,
                "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
