@@ -60,7 +60,8 @@ def radius_graph(pos: torch.Tensor, batch: torch.Tensor, n_atoms: torch.Tensor, 
 
     Args:
         pos: [N, 3] positions; batch: [N] structure of each atom; n_atoms: [B] atoms per structure.
-        cutoff: radius in Å (strict: a pair exactly at the cutoff is no edge).
+        cutoff: radius in Å (strict: a pair exactly at the cutoff is no edge); ``math.inf`` gives all pairs of
+            each structure (So3krates' non-local corrections), for structures of any size, never periodic.
         cell: [B, 3, 3] cell vectors as rows (or None: no structure is periodic).
         pbc: [B, 3] bool, periodic along each cell vector (or None: no structure is periodic).
     """
@@ -71,6 +72,13 @@ def radius_graph(pos: torch.Tensor, batch: torch.Tensor, n_atoms: torch.Tensor, 
         large = n_cpu > ALL_PAIRS_MAX_ATOMS
         if periodic is not None:
             large = large | periodic
+        if cutoff == float("inf"):  # every pair: a cell list cannot do that, and needs none
+            if periodic is not None and bool(periodic.any()):
+                from eqbench.errors import ModelError
+
+                raise ModelError("an infinite cutoff (all pairs of a structure) is not defined for periodic "
+                                 "structures; give a finite cutoff or non-periodic structures")
+            large = torch.zeros_like(large)
         if bool(large.any()):
             center, neighbor, shift_int, owner = _mixed(pos, n_cpu, large, cutoff, cell, pbc)
         else:

@@ -4,12 +4,14 @@ energies and forces equal to an explicit replicated supercell, symmetry in a per
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from eqbench.batch import Batch
+from eqbench.errors import ModelError
 from eqbench.geometry import ALL_PAIRS_MAX_ATOMS, edge_pairs, radius_graph
 from eqbench.heads import Energy
 from eqbench.models import AtomisticModel, create
@@ -40,6 +42,20 @@ def test_cell_list_equals_brute_force_in_a_mixed_batch(seed):
         assert graph.center.tolist() == sorted(graph.center.tolist())
         assert graph.shift is None
         assert torch.allclose(graph.dist, (pos[graph.neighbor] - pos[graph.center]).norm(dim=-1), atol=1e-12)
+
+
+def test_an_infinite_cutoff_gives_every_pair_of_molecules_of_any_size():
+    """All pairs (So3krates' non-local corrections) also for molecules too large for the all-pairs path."""
+    n_large = ALL_PAIRS_MAX_ATOMS + 37
+    pos, batch, n_atoms, sizes = as_batch([large_cluster(n_large, 0), large_cluster(5, 1)])
+    graph = radius_graph(pos, batch, n_atoms, math.inf)
+    expected = {(i, j) for i in range(n_large) for j in range(n_large) if i != j}
+    expected |= {(n_large + i, n_large + j) for i in range(5) for j in range(5) if i != j}
+    assert set(edge_list(graph)) == expected and len(edge_list(graph)) == len(expected)
+    cell = torch.eye(3, dtype=pos.dtype).repeat(2, 1, 1) * 30.0
+    pbc = torch.tensor([[True, True, True], [False, False, False]])
+    with pytest.raises(ModelError, match="infinite cutoff"):
+        radius_graph(pos, batch, n_atoms, math.inf, cell, pbc)
 
 
 def brute_force_periodic(pos: np.ndarray, cell: np.ndarray, pbc, cutoff: float) -> set:
