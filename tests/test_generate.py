@@ -96,6 +96,25 @@ def test_labels_equal_tblite_called_directly(small, tblite, name):
         np.testing.assert_allclose(stored, forces, rtol=1e-6, atol=1e-5)  # stored as float32
 
 
+def test_md_frames_store_the_dipole_of_tblite_called_directly(small, tblite):
+    """The dipole label (D) of every MD frame is tblite's own dipole (e·a0) of that geometry."""
+    from ase import units
+
+    from eqbench.data.generate.engine import single_threaded_openmp
+
+    ds = small["md"]
+    assert ds.units["dipole"] == "D" and ds.properties["dipole"].values.shape == (len(ds), 3)
+    for i, z, pos in structures(ds):
+        calc = tblite.Calculator("GFN2-xTB", np.asarray(z), np.asarray(pos) / units.Bohr)
+        calc.set("verbosity", 0)
+        calc.set("temperature", 300.0 * units.kB / units.Hartree)
+        with single_threaded_openmp():
+            dipole_e_bohr = calc.singlepoint()["dipole"]
+        expected = dipole_e_bohr * units.Bohr / units.Debye
+        assert 1.0 < np.linalg.norm(expected) < 2.5  # ethanol: ~1.7 D
+        np.testing.assert_allclose(ds.properties["dipole"].values[i], expected, atol=1e-5)
+
+
 def _theta_from_geometry(pos: np.ndarray, roles: dict) -> float:
     """θ recomputed here from the definition, independently of the generator's code."""
     ring_a, ring_b = roles["ring_a_carbons"], roles["ring_b_carbons"]

@@ -120,6 +120,7 @@ class Label:
     energy: float  # eV
     forces: np.ndarray  # [N, 3] eV/Å
     retries: int  # 0 when the first attempt converged
+    dipole: np.ndarray | None = None  # [3] e·Å, from the same SCF (tblite's Mulliken charges and atomic dipoles)
 
 
 def single_point(numbers: np.ndarray, positions: np.ndarray, settings: XTBSettings) -> Label:
@@ -132,6 +133,7 @@ def single_point(numbers: np.ndarray, positions: np.ndarray, settings: XTBSettin
         try:
             energy = atoms.get_potential_energy()
             forces = atoms.get_forces()
+            dipole = atoms.get_dipole_moment()  # computed with the energy: no second SCF
         except InputError as err:  # bad input (e.g. an element GFN2-xTB lacks): retrying cannot help
             raise GenerationError(f"tblite rejected the structure ({err}); check elements, charge and "
                                   f"multiplicity") from err
@@ -139,13 +141,18 @@ def single_point(numbers: np.ndarray, positions: np.ndarray, settings: XTBSettin
             errors.append(f"max_iterations={current.max_iterations}, mixer_damping={current.mixer_damping:g}: "
                           f"{err}")
             continue
-        return Label(float(energy), np.array(forces), attempt)
+        return Label(float(energy), np.array(forces), attempt, np.array(dipole, dtype=np.float64))
     raise SCFNotConverged("SCF did not converge: " + "; ".join(errors), errors)
 
 
 def ev_per_kcal_mol() -> float:
     """ASE's conversion factor (CODATA 2014); recorded in each file's metadata."""
     return units.kcal / units.mol
+
+
+def to_debye(values_e_angstrom):
+    """e·Å → D (ASE's Debye)."""
+    return np.asarray(values_e_angstrom, dtype=np.float64) / units.Debye
 
 
 def to_kcal_mol(values_ev):
@@ -159,7 +166,7 @@ class RetryingXTB(Calculator):
     ``retries`` counts the SCF retries it needed, for the metadata.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "dipole"]
 
     def __init__(self, settings: XTBSettings):
         super().__init__()
@@ -170,7 +177,8 @@ class RetryingXTB(Calculator):
         super().calculate(atoms, properties, system_changes)
         label = single_point(self.atoms.numbers, self.atoms.positions, self.settings)
         self.retries += label.retries
-        self.results = {"energy": label.energy, "free_energy": label.energy, "forces": label.forces}
+        self.results = {"energy": label.energy, "free_energy": label.energy, "forces": label.forces,
+                        "dipole": label.dipole}
 
 
 def make_ase_calculator(settings: XTBSettings) -> RetryingXTB:

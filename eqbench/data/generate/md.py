@@ -9,6 +9,9 @@ a generator seeded by (seed, t); a chunk saves the positions, momenta and genera
 ended with, and the next chunk of the trajectory continues from exactly there — so a resumed
 run is identical to an uninterrupted one. Parallelism is across trajectories.
 
+Each frame stores GFN2-xTB's energy, forces and dipole moment (D, from the same SCF; origin-independent
+for a neutral molecule), the labels of a joint energy/forces/dipole model (PaiNN §5.4).
+
 Molecules: ``ethanol`` (ASE's built-in geometry), ``aspirin`` (``molecules/aspirin.xyz``, built
 by :mod:`~eqbench.data.generate.build_aspirin`), or any file ASE reads (xyz, ...); the start
 geometry is relaxed with GFN2-xTB first.
@@ -35,13 +38,15 @@ from eqbench.data.generate.engine import (
     make_ase_calculator,
     relax,
     tblite_version,
+    to_debye,
     to_kcal_mol,
 )
 from eqbench.data.generate.runner import Plan, load_or_build_reference, open_parts, python_call, run_plan
 from eqbench.errors import GenerationError
 
 BUILTIN = ("ethanol", "aspirin")
-UNITS = {"energy": ENERGY_UNIT, "forces": FORCE_UNIT, "trajectory": "", "time": "fs", "sample_index": ""}
+UNITS = {"energy": ENERGY_UNIT, "forces": FORCE_UNIT, "dipole": "D", "trajectory": "", "time": "fs",
+         "sample_index": ""}
 RELAX_FMAX = 1e-3  # eV/Å
 
 
@@ -132,9 +137,10 @@ def _md_chunk(spec: dict, parts: Path, start: int, stop: int, state: dict | None
             retries_before = calc.retries
             dyn.run(spec["stride"])
             label = Label(atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False),
-                          calc.retries - retries_before)
+                          calc.retries - retries_before, atoms.get_dipole_moment())
             time_fs = (frame + i - start + 1) * spec["stride"] * spec["timestep_fs"]
-            record_label(result, i, atoms.numbers, atoms.get_positions(), label, trajectory=t, time=time_fs)
+            record_label(result, i, atoms.numbers, atoms.get_positions(), label, trajectory=t, time=time_fs,
+                         dipole=to_debye(label.dipole))
     except SCFNotConverged as err:
         raise GenerationError(f"trajectory {t}: the SCF failed with every retry ({err}); MD cannot skip a step. "
                               f"Use another seed or other calculator settings") from err
