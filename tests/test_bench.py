@@ -64,6 +64,23 @@ def test_memory_is_measured_only_after_every_timing(monkeypatch):
     assert all("forward" in r["memory_mb"] for r in record["results"])
 
 
+def test_a_variant_entry_times_the_named_model_with_its_switches():
+    """so3krates-nonlocal is So3krates with Eq. 14 on, with no peers, and not timed unless asked for (the non-local cost against molecule size comes from --scaling)."""
+    from eqbench.bench.registry import DEFAULT_MODELS
+    from eqbench.bench.runner import contenders_for
+
+    small = dict(n_features=12, n_interactions=1, degrees=[1], n_heads=2, n_rbf=4)
+    (local,) = contenders_for("so3krates", small, "cpu", torch.float32, peers=False, compile=False)
+    (nonlocal_,) = contenders_for("so3krates-nonlocal", small, "cpu", torch.float32, peers=True, compile=False)
+    assert not local.module.representation.nonlocal_corrections
+    assert nonlocal_.module.representation.nonlocal_corrections
+    assert "so3krates-nonlocal" not in DEFAULT_MODELS and "so3krates" in DEFAULT_MODELS
+    record = run_bench(models=["so3krates-nonlocal"], batch_sizes=[1], repeats=1, warmup=0, ops=["forward"],
+                       model_kwargs=small, scaling=[12], memory=False, log=lambda m: None)
+    assert {(r["model"], r["case"]) for r in record["results"]} == {("so3krates-nonlocal", "qm9"),
+                                                                     ("so3krates-nonlocal", "cluster")}
+
+
 def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():
     register(BenchModel("not-yet-a-model", {}, peers=("pyg",)))
     try:

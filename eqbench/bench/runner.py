@@ -206,7 +206,7 @@ def contenders_for(name: str, kwargs: dict, device: str, dtype: torch.dtype, pee
     reason = known_to_eqbench(name)
     if reason:
         return [Skipped("eqbench", reason)]
-    c = EqbenchContender(name, {**entry.kwargs, **kwargs}, device, dtype)
+    c = EqbenchContender(entry.model_name, {**entry.kwargs, **kwargs}, device, dtype)
     if compile:
         c.compile()
         c.compiled = True
@@ -215,7 +215,7 @@ def contenders_for(name: str, kwargs: dict, device: str, dtype: torch.dtype, pee
     if peers:
         for peer in entry.peers:
             if only_peers is None or peer in only_peers:
-                out.append(build_peer(peer, name, {**entry.kwargs, **kwargs}, device, dtype))
+                out.append(build_peer(peer, entry.model_name, {**entry.kwargs, **kwargs}, device, dtype))
     return out
 
 

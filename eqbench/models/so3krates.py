@@ -61,7 +61,7 @@ Clebsch-Gordan-weighted squared norms Σ_m C^{l l 0}_{m m 0} (χ_j − χ_i)_m²
 Eq. 15, divides attention by the average neighbour count instead of √F_head, and embeds one-hot elements
 through a bias-free linear layer divided by √(number of embeddings). Its attention (per-head query, key and
 value maps, one head per degree for χ) and its single dense interaction layer do have the structure above;
-the parameter counts for equal hyperparameters are compared above and in ``benchmarks/so3krates_speed.py``.
+the parameter counts for equal hyperparameters are compared above and in ``eqbench bench`` (``reports/bench``).
 """
 
 from __future__ import annotations
