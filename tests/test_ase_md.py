@@ -269,6 +269,22 @@ def test_ir_recovers_harmonic_frequencies():
     assert wavenumber[-1] <= 4000.0 and intensity.max() == pytest.approx(1.0)
 
 
+def test_compare_spectra_matches_peaks_and_measures_shifts():
+    from eqbench.evaluate.spectrum import compare_spectra
+
+    reference = ir_spectrum(harmonic_dipoles([1200.0, 3000.0], seed=0), timestep_fs=0.5)
+    shifted = ir_spectrum(harmonic_dipoles([1230.0, 3000.0], seed=0), timestep_fs=0.5)
+    same = compare_spectra(reference, reference)
+    assert same["overlap"] == pytest.approx(1.0) and same["mean_abs_shift"] == 0.0
+    c = compare_spectra(reference, shifted)
+    (p1, q1), (p2, q2) = c["matches"]
+    assert (p1, p2) == pytest.approx([1200.0, 3000.0], abs=5.0)
+    assert (q1 - p1, q2 - p2) == pytest.approx([30.0, 0.0], abs=5.0)
+    assert c["mean_abs_shift"] == pytest.approx(15.0, abs=5.0) and 0.5 < c["overlap"] < 0.99  # 3000 cm⁻¹ dominates
+    far = compare_spectra(reference, shifted, max_shift=10.0)
+    assert far["matches"][0][1] is None and far["matches"][1][1] is not None
+
+
 def test_ir_harmonic_quantum_correction_factor():
     """At the peak, the corrected intensity over the classical one is βħω / (1 − e^(−βħω))."""
     nu, temperature = 1500.0, 300.0
@@ -321,9 +337,14 @@ def test_spectrum_cli_compares_trajectories(tmp_path, capsys):
     out = tmp_path / "ir"
     assert main(["spectrum", "ir", *map(str, paths), "--labels", "PaiNN", "GFN2-xTB", "--out", str(out)]) == 0
     assert (out / "ir.png").is_file() and (out / "PaiNN.csv").is_file() and (out / "GFN2-xTB.csv").is_file()
-    rows = {line.split("|")[1].strip(): line for line in (out / "peaks.md").read_text().splitlines()[2:]}
+    peaks_table, agreement = (out / "peaks.md").read_text().split("\n\n", 1)
+    rows = {line.split("|")[1].strip(): line for line in peaks_table.splitlines()[2:]}
     for label, nu in (("PaiNN", 1100.0), ("GFN2-xTB", 1700.0)):
         found = [float(cell.split()[0]) for cell in rows[label].split("|")[2].split(",")]
         assert any(abs(p - nu) < 5 for p in found), (label, found)
+    # 600 cm⁻¹ apart: GFN2-xTB's peak has no PaiNN peak within 100 cm⁻¹, and the curves barely overlap
+    (row,) = [line for line in agreement.splitlines() if line.startswith("| GFN2-xTB |")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert float(cells[1]) < 0.1 and cells[2] == "0 of 1" and cells[3] == "—"
     with pytest.raises(ConfigError, match="--labels"):
         main_raises(["spectrum", "ir", *map(str, paths), "--labels", "one"])

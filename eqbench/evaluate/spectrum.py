@@ -156,9 +156,32 @@ def write_spectrum(wavenumber: np.ndarray, intensity: np.ndarray, path: str | Pa
     return path, png
 
 
+def compare_spectra(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
+                    threshold: float = 0.05, max_shift: float = 100.0) -> dict:
+    """How closely ``other`` reproduces ``reference`` (each ``(wavenumber, intensity)``).
+
+    ``overlap``: cosine similarity of the two intensity curves on the reference's grid (1 = the same shape).
+    ``matches``: for each reference peak (low to high) the nearest peak of ``other`` within ``max_shift``
+    cm⁻¹, or None; ``mean_abs_shift``: the mean |shift| of the matched peaks (cm⁻¹).
+    """
+    wavenumber, intensity = reference
+    resampled = np.interp(wavenumber, *other)
+    norm = float(np.linalg.norm(intensity) * np.linalg.norm(resampled))
+    overlap = float(intensity @ resampled) / norm if norm > 0 else 0.0
+    theirs = np.array(find_peaks(*other, threshold=threshold))
+    matches = []
+    for p in sorted(find_peaks(wavenumber, intensity, threshold)):
+        nearest = float(theirs[np.argmin(np.abs(theirs - p))]) if len(theirs) else None
+        matches.append((p, nearest if nearest is not None and abs(nearest - p) <= max_shift else None))
+    shifts = [q - p for p, q in matches if q is not None]
+    return {"overlap": overlap, "matches": matches,
+            "mean_abs_shift": float(np.mean(np.abs(shifts))) if shifts else None}
+
+
 def write_comparison(spectra: dict[str, tuple[np.ndarray, np.ndarray]], directory: str | Path,
                      threshold: float = 0.05) -> tuple[Path, Path]:
-    """Several spectra on one plot (``ir.png``) and their peak positions in a table (``peaks.md``)."""
+    """Several spectra on one plot (``ir.png``) and their peak positions in a table (``peaks.md``), with the
+    agreement of each spectrum with the first (the reference) by :func:`compare_spectra`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -173,6 +196,18 @@ def write_comparison(spectra: dict[str, tuple[np.ndarray, np.ndarray]], director
         peaks = sorted(find_peaks(wavenumber, intensity, threshold))
         cells = [f"{p:.0f} ({float(np.interp(p, wavenumber, intensity)):.2f})" for p in peaks]
         lines.append(f"| {label} | {', '.join(cells)} |")
+    (reference_label, reference), *others = spectra.items()
+    if others:
+        lines += ["", f"Agreement with {reference_label}: overlap = cosine similarity of the spectra (1 = the same "
+                  f"shape); each {reference_label} peak with the nearest peak within 100 cm⁻¹ (— when none).", "",
+                  "| spectrum | overlap | matched peaks | mean \\|shift\\| (cm⁻¹) | peaks (reference → this) |",
+                  "| --- | --- | --- | --- | --- |"]
+    for label, spectrum in others:
+        c = compare_spectra(reference, spectrum, threshold)
+        pairs = ", ".join(f"{p:.0f} → {q:.0f}" if q is not None else f"{p:.0f} → —" for p, q in c["matches"])
+        n_matched = sum(q is not None for _, q in c["matches"])
+        shift = "—" if c["mean_abs_shift"] is None else f"{c['mean_abs_shift']:.0f}"
+        lines.append(f"| {label} | {c['overlap']:.3f} | {n_matched} of {len(c['matches'])} | {shift} | {pairs} |")
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
     ax.set_ylabel("IR intensity (normalised)")
     ax.legend(fontsize=8)
