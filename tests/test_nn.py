@@ -23,6 +23,7 @@ from eqbench.nn import (
     segment_mean,
     segment_sum,
 )
+from eqbench.nn.activations import SiLU
 
 D = np.linspace(0.05, 4.95, 50)  # distances inside a 5 Å cutoff
 
@@ -170,7 +171,7 @@ def test_shifted_softplus():
     x = np.linspace(-20, 20, 81)
     np.testing.assert_allclose(evaluate(ssp, x), np.log(0.5 * np.exp(x) + 0.5), rtol=1e-10, atol=1e-12)
     assert isinstance(activation("ssp"), ShiftedSoftplus)
-    assert isinstance(activation("silu"), nn.SiLU)
+    assert isinstance(activation("silu"), SiLU)  # eqbench's, equal to nn.SiLU (test below)
     with pytest.raises(ConfigError, match="nope"):
         activation("nope")
 
@@ -225,8 +226,6 @@ def test_build_mlp_shapes():
 
 
 def test_silu_with_short_double_backward_matches_torch():
-    from eqbench.nn.activations import SiLU
-
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(40, 3, dtype=torch.float64, generator=gen) * 4).requires_grad_(True)
     assert torch.autograd.gradcheck(SiLU(), (x,))
@@ -243,8 +242,6 @@ def test_silu_with_short_double_backward_matches_torch():
         assert float(ref.abs().max()) > 0.1
         assert torch.allclose(ours, ref, atol=1e-14, rtol=1e-12)
     # every model that names "silu"/"swish" gets this one (PaiNN, DimeNet, So3krates, MLPs)
-    from eqbench.nn import activation
-
     assert isinstance(activation("silu"), SiLU) and isinstance(activation("swish"), SiLU)
 
 
