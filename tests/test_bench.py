@@ -65,7 +65,8 @@ def test_memory_is_measured_only_after_every_timing(monkeypatch):
 
 
 def test_a_variant_entry_times_the_named_model_with_its_switches():
-    """so3krates-nonlocal is So3krates with Eq. 14 on, with no peers, and not timed unless asked for (the non-local cost against molecule size comes from --scaling)."""
+    """so3krates-nonlocal is So3krates with Eq. 14 on, with no peers, and not timed unless asked for (the
+    non-local cost against molecule size comes from --scaling)."""
     from eqbench.bench.registry import DEFAULT_MODELS
     from eqbench.bench.runner import contenders_for
 

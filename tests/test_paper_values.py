@@ -62,7 +62,8 @@ def test_painn_table_4_transcription():
 
 def test_painn_ethanol_dipole_transcription():
     text = (TABLES / "painn.md").read_text()
-    match = re.search(r"reaching ([0-9.]+) D compared to ([0-9.]+) D using only scalars and positions \(Eq\. 12\)", text)
+    match = re.search(r"reaching ([0-9.]+) D compared to ([0-9.]+) D using only scalars and positions "
+                      r"\(Eq\. 12\)", text)
     rows = load_paper_values()["painn_s54_ethanol_dipole"]["rows"]
     assert (rows["eq13"]["dipole_mae"], rows["eq12"]["dipole_mae"]) == (float(match[1]), float(match[2]))
 

@@ -55,6 +55,7 @@ def known_to_eqbench(name: str) -> str | None:
     """None if ``eqbench.models.create`` knows the entry's model, else the reason it is skipped."""
     from eqbench.models import MODELS
 
-    if BENCH_MODELS[name].model_name.lower() in MODELS:
+    model = BENCH_MODELS[name].model_name
+    if model.lower() in MODELS:
         return None
-    return f"eqbench.models.create does not know {BENCH_MODELS[name].model_name!r} yet (models: {', '.join(sorted(MODELS))})"
+    return f"eqbench.models.create does not know {model!r} yet (models: {', '.join(sorted(MODELS))})"

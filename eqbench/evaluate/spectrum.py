@@ -156,8 +156,11 @@ def write_spectrum(wavenumber: np.ndarray, intensity: np.ndarray, path: str | Pa
     return path, png
 
 
+MAX_PEAK_SHIFT = 100.0  # cm⁻¹: a reference peak with no peak this close in the other spectrum is unmatched
+
+
 def compare_spectra(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
-                    threshold: float = 0.05, max_shift: float = 100.0) -> dict:
+                    threshold: float = 0.05, max_shift: float = MAX_PEAK_SHIFT) -> dict:
     """How closely ``other`` reproduces ``reference`` (each ``(wavenumber, intensity)``).
 
     ``overlap``: cosine similarity of the two intensity curves on the reference's grid (1 = the same shape).
@@ -199,7 +202,9 @@ def write_comparison(spectra: dict[str, tuple[np.ndarray, np.ndarray]], director
     (reference_label, reference), *others = spectra.items()
     if others:
         lines += ["", f"Agreement with {reference_label}: overlap = cosine similarity of the spectra (1 = the same "
-                  f"shape); each {reference_label} peak with the nearest peak within 100 cm⁻¹ (— when none).", "",
+                  f"shape); each {reference_label} peak with the nearest peak within {MAX_PEAK_SHIFT:g} cm⁻¹ "
+                  f"(— when none).",
+                  "",
                   "| spectrum | overlap | matched peaks | mean \\|shift\\| (cm⁻¹) | peaks (reference → this) |",
                   "| --- | --- | --- | --- | --- |"]
     for label, spectrum in others:
