@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from eqbench.bench.contenders import pyg_edge_index, pyg_triplets
 from eqbench.geometry import radius_graph, triplets
 from eqbench.nn.spherical import _j
 
@@ -37,15 +38,14 @@ def pyg_graph_from_eqbench(dimenet_module):
             batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         n_atoms = torch.bincount(batch)
         graph = radius_graph(pos.detach(), batch, n_atoms, r)
-        return torch.stack([graph.neighbor, graph.center])  # PyG: row = source j, col = target i
+        return pyg_edge_index(graph.center, graph.neighbor)
 
-    def pyg_triplets(edge_index, num_nodes):
+    def pyg_triplets_from_edges(edge_index, num_nodes):
         neighbor, center = edge_index
-        t = triplets(center, neighbor, num_nodes)
-        return center, neighbor, t.i, t.j, t.k, t.edge_kj, t.edge_ji
+        return pyg_triplets(center, neighbor, triplets(center, neighbor, num_nodes))
 
     saved = dimenet_module.radius_graph, dimenet_module.triplets
-    dimenet_module.radius_graph, dimenet_module.triplets = pyg_radius_graph, pyg_triplets
+    dimenet_module.radius_graph, dimenet_module.triplets = pyg_radius_graph, pyg_triplets_from_edges
     try:
         yield
     finally:

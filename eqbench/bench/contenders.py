@@ -157,6 +157,16 @@ def _import_pyg():
     return models, dimenet
 
 
+def pyg_edge_index(center: torch.Tensor, neighbor: torch.Tensor) -> torch.Tensor:
+    """eqbench's edges (neighbour j → centre i) as PyG's ``edge_index``: row = source j, col = target i."""
+    return torch.stack([neighbor, center])
+
+
+def pyg_triplets(center: torch.Tensor, neighbor: torch.Tensor, t) -> tuple:
+    """eqbench's :func:`~eqbench.geometry.triplets` in the order PyG's ``dimenet.triplets`` returns."""
+    return center, neighbor, t.i, t.j, t.k, t.edge_kj, t.edge_ji
+
+
 class PygContender(Contender):
     """PyG's SchNet or DimeNetPlusPlus. Their torch_cluster/torch_sparse calls (radius_graph, triplets)
     are replaced by eqbench's neighbour list and triplets, computed in ``prepare``."""
@@ -190,14 +200,13 @@ class PygContender(Contender):
     # eqbench edge e: neighbor j → center i; PyG edge_index = (source j, target i)
     def _interaction_graph(self, pos, batch):
         center, neighbor = self._edges[0], self._edges[1]
-        return torch.stack([neighbor, center]), (pos[neighbor] - pos[center]).norm(dim=-1)
+        return pyg_edge_index(center, neighbor), (pos[neighbor] - pos[center]).norm(dim=-1)
 
     def _radius_graph(self, pos, r=None, batch=None, max_num_neighbors=None, **kwargs):
-        return torch.stack([self._edges[1], self._edges[0]])
+        return pyg_edge_index(self._edges[0], self._edges[1])
 
     def _triplets(self, edge_index, num_nodes):
-        t = self._edges[2]
-        return self._edges[0], self._edges[1], t.i, t.j, t.k, t.edge_kj, t.edge_ji
+        return pyg_triplets(*self._edges)
 
     def prepare(self, batch: Batch):
         batch = batch.to(self.device, self.dtype)
