@@ -22,7 +22,7 @@ TRAINING_VERBS = {
 WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 OTHER_VERBS = {
     "data": "prepare, inspect and generate datasets (prepare | info | generate)",
-    "evaluate": "evaluate a trained run (profile: rotor energy profile)",
+    "evaluate": "evaluate a trained run (profile: rotor energy profile; sphc: So3krates' SPHC map of a rotor)",
     "sweep": "Optuna ablation sweeps (run | status | worker)",
     "report": "paper-style tables, plots and index.md from a sweep (reports/<study>/)",
     "md": "molecular dynamics with a trained run (ASE; NVE or Langevin)",
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile.add_arguments(eval_cmds.add_parser("profile", help="predict a rotor profile set with a trained run "
                                                                "(MAE, R², PaiNN Fig. 4-style plot)"))
+    from eqbench.evaluate import sphc
+
+    sphc.add_arguments(eval_cmds.add_parser("sphc", help="where a trained So3krates puts a rotor's two ends in SPHC "
+                                                         "space (So3krates Fig. 3; Eq. 14 weights)"))
     from eqbench.evaluate import md as md_cli
     from eqbench.evaluate import spectrum as spectrum_cli
 
@@ -177,6 +181,10 @@ def run_command(argv: list[str]) -> int:
         from eqbench.evaluate import profile
 
         return profile.run(args)
+    if args.verb == "evaluate" and args.command == "sphc":
+        from eqbench.evaluate import sphc
+
+        return sphc.run(args)
     if args.verb == "md":
         from eqbench.evaluate import md as md_cli
 

@@ -419,18 +419,9 @@ def read_metrics(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_task(run_dir: str | Path, checkpoint: str = "best"):
-    """The trained AtomisticTask of a run directory, with its best (EMA) or last weights.
-
-    ``checkpoint`` is ``best``, ``last`` or the path of a ``.ckpt`` file (trained with this run's config).
-    """
-    from jsonargparse import ArgumentParser
-
-    from eqbench.checkpoints import load_weights
-    from eqbench.task import AtomisticTask
+def _run_config(run_dir: Path) -> dict:
     from eqbench.yamlfiles import load_yaml
 
-    run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; is {run_dir} an eqbench run directory?")
@@ -438,9 +429,36 @@ def load_task(run_dir: str | Path, checkpoint: str = "best"):
     if not isinstance(config, dict) or "model" not in config:
         raise ConfigError(f"{config_path} is not a run config (no 'model' section); is {run_dir} an eqbench run "
                           f"directory?")
+    return config
+
+
+def build_task(run_dir: str | Path):
+    """The AtomisticTask of a run directory's config, freshly initialised (no weights loaded)."""
+    from jsonargparse import ArgumentParser
+
+    from eqbench.task import AtomisticTask
+
+    config = _run_config(Path(run_dir))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(AtomisticTask, "model")
-    task = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+    return parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+
+
+def run_seed(run_dir: str | Path) -> int:
+    """The ``seed_everything`` of a run's config (0 when it has none)."""
+    seed = _run_config(Path(run_dir)).get("seed_everything")
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else 0
+
+
+def load_task(run_dir: str | Path, checkpoint: str = "best"):
+    """The trained AtomisticTask of a run directory, with its best (EMA) or last weights.
+
+    ``checkpoint`` is ``best``, ``last`` or the path of a ``.ckpt`` file (trained with this run's config).
+    """
+    from eqbench.checkpoints import load_weights
+
+    run_dir = Path(run_dir)
+    task = build_task(run_dir)
     is_path = str(checkpoint).endswith(".ckpt")
     ckpt = Path(checkpoint) if is_path else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not ckpt.is_file():

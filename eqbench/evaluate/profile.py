@@ -41,6 +41,19 @@ def load_profile(profile: str | Path) -> AtomisticDataset:
     return read(profile)
 
 
+def select_profile(dataset: AtomisticDataset, selection: dict[str, list] | None, name: str) -> AtomisticDataset:
+    """The profile points whose properties take the given values, e.g. ``{"n_carbon": [9]}`` (all without)."""
+    if not selection:
+        return dataset
+    keep = np.ones(len(dataset), dtype=bool)
+    for key, allowed in selection.items():
+        dataset.require([key])
+        keep &= np.isin(dataset.properties[key].values, allowed)
+    if not keep.any():
+        raise ConfigError(f"profile {name!r}: subset {selection} selects no profile points")
+    return dataset.subset(np.flatnonzero(keep))
+
+
 def predict_energies(model: torch.nn.Module, dataset: AtomisticDataset, batch_size: int = 64) -> np.ndarray:
     """Model energies [B] of every structure, in the model's (= the training data's) units."""
     try:
@@ -170,15 +183,7 @@ class ProfileEvaluation(Callback):
         if not trainer.is_global_zero:
             return
         dataset = load_profile(self.profile)
-        selection = self._selection(trainer, dataset)
-        if selection:
-            keep = np.ones(len(dataset), dtype=bool)
-            for key, allowed in selection.items():
-                dataset.require([key])
-                keep &= np.isin(dataset.properties[key].values, allowed)
-            if not keep.any():
-                raise ConfigError(f"profile {self.profile!r}: subset {selection} selects no profile points")
-            dataset = dataset.subset(np.flatnonzero(keep))
+        dataset = select_profile(dataset, self._selection(trainer, dataset), self.profile)
         self.result = evaluate_profile(pl_module.model, dataset, self.angle_key)
         write_profile_report(self.result, trainer.default_root_dir)
         for logger in getattr(trainer, "loggers", []) or []:
