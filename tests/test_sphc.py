@@ -178,3 +178,8 @@ def test_evaluate_sphc_verb_on_a_trained_run(tmp_path, capsys):
     assert main(["evaluate", "sphc", str(run_dir), "--subset", "n_carbon=7", "--out", str(tmp_path / "c7")]) == 0
     assert json.loads((tmp_path / "c7" / "sphc.json").read_text())["trained"]["n_structures"] > 0
     assert main(["evaluate", "sphc", str(run_dir), "--subset", "n_carbon"]) != 0
+    # several runs: one subdirectory each and a summary table with the runs' profile R²
+    (run_dir / "profile.json").write_text(json.dumps({"r2": 0.25}))
+    assert main(["evaluate", "sphc", str(run_dir), str(run_dir), "--out", str(tmp_path / "many")]) == 0
+    table = (tmp_path / "many" / "sphc.md").read_text()
+    assert (tmp_path / "many" / "run" / "sphc.json").is_file() and "| run | 0.250 |" in table

@@ -211,23 +211,51 @@ def _parse_subset(items: list[str] | None) -> dict[str, list] | None:
     return subset
 
 
+def summary_table(results: dict[str, dict]) -> str:
+    """Markdown table, one row per run: profile R² and the last layer's opposite-end statistics."""
+    lines = ["| run | profile R² | opposite-end H distance / mean distance | Eq. 14 weight, opposite-end pairs | "
+             "opposite-end pairs in N_χ |", "| --- | --- | --- | --- | --- |"]
+    for name, result in results.items():
+        profile = Path(result["run_dir"]) / "profile.json"
+        r2 = json.loads(profile.read_text()).get("r2") if profile.is_file() else None
+        i, t = result["initialised"][LAYERS_KEY][-1], result["trained"][LAYERS_KEY][-1]
+        cells = [f"{i[k]:.{d}f} → {t[k]:.{d}f}" for k, d in (("relative_opposite_distance", 2),
+                                                            ("opposite_weight", 3), ("opposite_in_neighbourhood", 2))]
+        lines.append(f"| {name} | {'—' if r2 is None else f'{r2:.3f}'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``eqbench evaluate sphc``."""
-    parser.add_argument("run_dir", help="run directory of a finished So3krates training run")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of finished So3krates runs")
     parser.add_argument("--profile", help="rotor structures: cumulene-profile or a file (default: from the run's "
                                           "config)")
     parser.add_argument("--subset", nargs="+", metavar="KEY=VALUE",
                         help="profile points to use, e.g. n_carbon=9 (default: the run's data subset)")
     parser.add_argument("--checkpoint", default="best", help="best (default) or last")
-    parser.add_argument("--out", help="directory for sphc.json and sphc.png (default: RUN_DIR)")
+    parser.add_argument("--out", help="directory for sphc.json and sphc.png (default: RUN_DIR); with several runs, "
+                                      "one subdirectory per run and the summary sphc.md")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_evaluate_sphc(args.run_dir, args.profile, _parse_subset(args.subset), args.out, args.checkpoint)
-    for state in ("initialised", "trained"):
-        final = result[state][LAYERS_KEY][-1]
-        print(f"{state}: opposite-end hydrogens at {final['relative_opposite_distance']:.3f} × the mean SPHC "
-              f"distance entering the last layer; Eq. 14 weight per layer "
-              + ", ".join(f"{s['opposite_weight']:.3f}" for s in result[state][LAYERS_KEY]))
-    print(f"wrote sphc.json and sphc.png to {args.out or args.run_dir}")
+    several = len(args.run_dirs) > 1
+    results = {}
+    for run_dir in args.run_dirs:
+        name = Path(run_dir).name
+        out = Path(args.out) / name if several and args.out else Path(args.out or run_dir)
+        result = results[name] = run_evaluate_sphc(run_dir, args.profile, _parse_subset(args.subset), out,
+                                                   args.checkpoint)
+        for state in ("initialised", "trained"):
+            last = result[state][LAYERS_KEY][-1]
+            print(f"{name} {state}: opposite-end hydrogens at {last['relative_opposite_distance']:.3f} × the mean "
+                  f"SPHC distance entering the last layer; Eq. 14 weight per layer "
+                  + ", ".join(f"{s['opposite_weight']:.3f}" for s in result[state][LAYERS_KEY]))
+        print(f"wrote sphc.json and sphc.png to {out}")
+    if args.out:
+        table = Path(args.out) / "sphc.md"
+        tmp = table.with_name(table.name + ".tmp")
+        tmp.write_text("Last layer's input SPHCs, initialised → trained (eqbench evaluate sphc).\n\n"
+                       + summary_table(results))
+        tmp.replace(table)
+        print(f"wrote {table}")
     return 0
