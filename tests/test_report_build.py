@@ -164,6 +164,31 @@ def test_findings_on_hand_computed_means():
     assert undecided.verdict == "undecided" and "model = c" in undecided.detail
 
 
+def test_findings_are_judged_within_each_value_of_a_factor_they_do_not_fix():
+    """lmax 2 beats lmax 1 by 0.5 on two molecules whose errors differ by 1: pooled, the molecule spread would
+    hide it; judged per molecule it holds beyond the seed spread."""
+    def rec(lmax, molecule, seed, value):
+        return Record({"lmax": lmax, "molecule": molecule}, seed, "COMPLETE", {"m": value}, {"m": "eV"})
+
+    base = {"ethanol": 1.0, "aspirin": 2.0}
+    records = [rec(lmax, mol, seed, base[mol] + (0.5 if lmax == 1 else 0.0) + 0.02 * seed)
+               for lmax in (1, 2) for mol in base for seed in range(3)]
+    result = check_finding(Finding("lmax 2 beats 1", "m", "lmax", (2, 1)), records)
+    assert result.verdict == "holds" and result.detail.startswith("judged per molecule: molecule = ethanol: 2: 1.02")
+    assert "molecule = aspirin: 2: 2.02 ± 0.02 (n = 3) < 1: 2.52" in result.detail
+    # fixing the molecule leaves nothing to stratify by
+    fixed = check_finding(Finding("x", "m", "lmax", (2, 1), where={"molecule": "aspirin"}), records)
+    assert fixed.verdict == "holds" and "judged per" not in fixed.detail
+    # it must hold in every stratum: reversed on aspirin only → does not hold
+    mixed = [r if not (r.factors["molecule"] == "aspirin" and r.factors["lmax"] == 1) else
+             rec(1, "aspirin", r.seed, 1.0 + 0.02 * r.seed) for r in records]
+    assert check_finding(Finding("x", "m", "lmax", (2, 1)), mixed).verdict == "does not hold"
+    # a stratum with no trial for one of the compared values leaves the finding undecided
+    partial = [r for r in records if not (r.factors["molecule"] == "aspirin" and r.factors["lmax"] == 1)]
+    undecided = check_finding(Finding("x", "m", "lmax", (2, 1)), partial)
+    assert undecided.verdict == "undecided" and "molecule = aspirin" in undecided.detail
+
+
 def test_report_section_errors_name_the_file_and_key(tmp_path):
     bad = {**SPEC, "report": {"tables": [{"name": "t", "rows": "model", "columns": [{"label": "x", "metric": "m"}]}]}}
     path = tmp_path / "bad.yaml"

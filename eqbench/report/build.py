@@ -152,21 +152,44 @@ def check_finding(finding: Finding, records: list[Record]) -> FindingResult:
 def check_ordering(finding: Finding, records: list[Record]) -> FindingResult:
     """Does each value in ``finding.order`` beat the next on the mean over seeds? It *holds* when every
     gap is larger than the two standard deviations together, *holds on the means only* when some gap
-    is not, and *holds, single seed* when a value has one seed (no spread to judge by)."""
+    is not, and *holds, single seed* when a value has one seed (no spread to judge by).
+
+    Grid factors that the finding neither compares nor fixes (e.g. the molecule of a claim about lmax) are
+    not pooled: their spread is not a seed spread. The ordering is judged within each combination of their
+    values, and the finding holds (beyond the spread) only where it does so in every one of them."""
+    done = [r for r in records if r.state == "COMPLETE" and all(r.factors.get(k) == v for k, v in finding.where.items())
+            and finding.metric in r.metrics and math.isfinite(r.metrics[finding.metric])]
+    free = sorted(k for k in {k for r in done for k in r.factors} - {finding.factor, "seed", *finding.where}
+                  if len({repr(r.factors.get(k)) for r in done}) > 1)
+    if not free:
+        return _judge_stratum(finding, done, "")
+    strata: dict[tuple, list[Record]] = {}
+    for r in done:
+        strata.setdefault(tuple(r.factors.get(k) for k in free), []).append(r)
+    results = [_judge_stratum(finding, rs, ", ".join(f"{k} = {v}" for k, v in zip(free, key)))
+               for key, rs in strata.items()]
+    verdicts = {r.verdict for r in results}
+    detail = "; ".join(r.detail for r in results)
+    for verdict in ("undecided", "does not hold", "holds, single seed", "holds on the means only"):
+        if verdict in verdicts:
+            return FindingResult(finding, verdict, f"judged per {', '.join(free)}: {detail}")
+    return FindingResult(finding, "holds", f"judged per {', '.join(free)}: {detail}")
+
+
+def _judge_stratum(finding: Finding, done: list[Record], stratum: str) -> FindingResult:
     stats, unit = [], ""
     for value in finding.order:
-        mine = [r for r in records if r.state == "COMPLETE" and r.factors.get(finding.factor) == value
-                and all(r.factors.get(k) == v for k, v in finding.where.items())
-                and finding.metric in r.metrics and math.isfinite(r.metrics[finding.metric])]
+        mine = [r for r in done if r.factors.get(finding.factor) == value]
         if not mine:
-            return FindingResult(finding, "undecided", f"no finished trial for {finding.factor} = {value}")
+            where = f" ({stratum})" if stratum else ""
+            return FindingResult(finding, "undecided", f"no finished trial for {finding.factor} = {value}{where}")
         unit = unit or mine[0].units.get(finding.metric, "")
         mean, std = mean_std([r.metrics[finding.metric] for r in mine])
         stats.append((value, mean, std, len(mine)))
     ok, clear = True, True
     parts = [f"{value}: {mean:.4g}" + (f" ± {std:.2g}" if std is not None else "") + f" (n = {n})"
              for value, mean, std, n in stats]
-    text = parts[0]
+    text = f"{stratum}: {parts[0]}" if stratum else parts[0]
     for (_, m1, s1, _), (_, m2, s2, _), part in zip(stats, stats[1:], parts[1:]):
         ok &= m1 > m2 if finding.better == "max" else m1 < m2
         clear &= s1 is not None and s2 is not None and abs(m1 - m2) > s1 + s2
