@@ -410,3 +410,32 @@ def test_sweep_reports_parse_with_their_factors(name):
         spec = load_spec(ROOT / "sweeps" / f"{name}.yaml", profile)
         report = parse_report(spec.report, name, {f.name for f in spec.grid})
         assert report.findings, "findings are stated before the results"
+
+
+def test_only_the_nonlocal_corrections_see_the_cumulene_dihedral_at_2_5_angstrom():
+    """Why the local models of So3krates Fig. 2a are flat: at r_cut = 2.5 Å a terminal carbon's neighbourhood
+    holds its two hydrogens and the next carbon, and the CH2 plane's orientation appears only in degrees ≥ 2 of
+    that carbon's χ (Eq. 11). Eq. 13 passes on Y(r̂_ij) of each atom's own neighbours with invariant weights,
+    never χ_j itself, so no degree carries the orientation along the chain: So3krates without the corrections
+    predicts the same energy for every φ, at any lmax. Eq. 14 adds Y(r̂_ij) of atoms far apart in R³ and sees φ
+    even untrained."""
+    import numpy as np
+
+    from eqbench.data.cache import read_cache
+
+    profile = read_cache(Path(__file__).resolve().parents[1] / "eqbench" / "data" / "bundled" / "cumulene_profile.h5")
+    idx = np.flatnonzero(profile.properties["n_carbon"].values == 5)
+    batch = profile.__getitems__(list(idx)).to("cpu", torch.float64)
+
+    def energy_span(nonlocal_corrections: bool, lmax: int) -> float:
+        torch.manual_seed(0)
+        rep = create("so3krates", n_features=24, n_interactions=4, cutoff=2.5, lmax=lmax,
+                     nonlocal_corrections=nonlocal_corrections).double()
+        with torch.no_grad():
+            per_atom = rep(batch).scalar.sum(-1)
+        energy = torch.zeros(batch.n_molecules, dtype=torch.float64).index_add_(0, batch.batch, per_atom)
+        return float(energy.max() - energy.min()) / float(energy.abs().mean())
+
+    # the scan's geometries are stored in float32: 1e-6 relative is their round-off, not a signal
+    assert energy_span(False, 3) < 1e-6 and energy_span(False, 1) < 1e-6
+    assert energy_span(True, 1) > 1e-5
