@@ -419,7 +419,8 @@ def read_metrics(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _run_config(run_dir: Path) -> dict:
+def run_config(run_dir: Path) -> dict:
+    """The config.yaml of a run directory, checked to be a run config."""
     from eqbench.yamlfiles import load_yaml
 
     config_path = run_dir / "config.yaml"
@@ -438,7 +439,7 @@ def build_task(run_dir: str | Path):
 
     from eqbench.task import AtomisticTask
 
-    config = _run_config(Path(run_dir))
+    config = run_config(Path(run_dir))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(AtomisticTask, "model")
     return parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
@@ -446,7 +447,7 @@ def build_task(run_dir: str | Path):
 
 def run_seed(run_dir: str | Path) -> int:
     """The ``seed_everything`` of a run's config (0 when it has none)."""
-    seed = _run_config(Path(run_dir)).get("seed_everything")
+    seed = run_config(Path(run_dir)).get("seed_everything")
     return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else 0
 
 

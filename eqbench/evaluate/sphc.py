@@ -90,40 +90,33 @@ def sphc_statistics(chi: torch.Tensor, ends: tuple[np.ndarray, np.ndarray], enve
     }
 
 
-def sphc_history(model: torch.nn.Module, dataset: AtomisticDataset, index: int) -> list[torch.Tensor]:
-    """χ of one structure at every stage: the input of each layer, then the final output ([n, d] each)."""
+def sphc_history(model: torch.nn.Module, batch) -> list[torch.Tensor]:
+    """χ of a one-molecule batch entering each layer ([n, d] each; the last layer's output feeds no Eq. 14)."""
     representation = getattr(model, "representation", model)
     if not hasattr(representation, "chi_envelope") or not hasattr(representation, "run"):
         raise ConfigError(f"evaluate sphc: the model is {type(representation).__name__}; SPHC maps need a So3krates "
                           "run (eqbench.models.So3krates)")
     parameter = next(representation.parameters())
-    batch = dataset.__getitems__([index]).to(parameter.device, parameter.dtype)
     with torch.no_grad():
-        _, history = representation.run(batch)
-    return [chi.detach().to("cpu", torch.float64) for chi in history]
+        _, history = representation.run(batch.to(parameter.device, parameter.dtype))
+    return [chi.detach().to("cpu", torch.float64) for chi in history[:-1]]
 
 
 def analyse(model: torch.nn.Module, dataset: AtomisticDataset) -> dict:
-    """Per layer input χ (``layers``, t = 0 … n_l − 1) and for the final χ: the statistics averaged over the
-    structures of ``dataset`` (one molecule each)."""
+    """The statistics of the χ entering each layer (``layers``, t = 0 … n_l − 1), averaged over the structures
+    of ``dataset`` (one molecule each)."""
     representation = getattr(model, "representation", model)
     model.eval()
     per_structure = []
     for index in range(len(dataset)):
-        numbers, positions = _structure(dataset, index)
-        ends = rotor_ends(numbers, positions, f"{dataset.source}[{index}]")
+        batch = dataset.__getitems__([index])
+        ends = rotor_ends(batch.z.numpy(), batch.pos.numpy(), f"{dataset.source}[{index}]")
         per_structure.append([sphc_statistics(chi, ends, representation.chi_envelope)
-                              for chi in sphc_history(model, dataset, index)])
-    n_stages = len(per_structure[0])
-    stages = [{key: float(np.mean([s[t][key] for s in per_structure])) for key in per_structure[0][t]}
-              for t in range(n_stages)]
-    return {LAYERS_KEY: stages[:-1], "final": stages[-1], "n_structures": len(dataset),
+                              for chi in sphc_history(model, batch)])
+    layers = [{key: float(np.mean([s[t][key] for s in per_structure])) for key in per_structure[0][t]}
+              for t in range(len(per_structure[0]))]
+    return {LAYERS_KEY: layers, "n_structures": len(dataset),
             "nonlocal_corrections": bool(getattr(representation, "nonlocal_corrections", False))}
-
-
-def _structure(dataset: AtomisticDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = dataset.__getitems__([index])
-    return batch.z.numpy(), batch.pos.to(torch.float64).numpy()
 
 
 # ------------------------------------------------------------------------------------------------ figure
@@ -180,21 +173,21 @@ def run_evaluate_sphc(run_dir: str | Path, profile: str | None = None, subset: d
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(json_path)
     middle = len(dataset) // 2  # one structure of the scan, as in Fig. 3
-    numbers, positions = _structure(dataset, middle)
-    ends = rotor_ends(numbers, positions, f"{dataset.source}[{middle}]")
-    # χ entering the last layer: the last SPHCs that Eq. 14 uses (the final ones feed nothing but φ₁ of Eq. 17)
-    maps = {name: sphc_history(model, dataset, middle)[-2].numpy()
-            for name, model in (("initialised", initial), ("trained", trained))}
+    batch = dataset.__getitems__([middle])
+    numbers = batch.z.numpy()
+    ends = rotor_ends(numbers, batch.pos.numpy(), f"{dataset.source}[{middle}]")
+    # χ entering the last layer: the last SPHCs that Eq. 14 uses
+    maps = {name: sphc_history(model, batch)[-1].numpy() for name, model in (("initialised", initial),
+                                                                                ("trained", trained))}
     plot_projection(maps, numbers, ends, out / "sphc.png",
                     title=f"SPHCs entering the last layer, {Path(dataset.source).stem}[{middle}]")
     return result
 
 
 def _data_subset(run_dir: Path) -> dict[str, list]:
-    from eqbench.yamlfiles import load_yaml
+    from eqbench.tracking import run_config
 
-    config = load_yaml(run_dir / "config.yaml", "run config") or {}
-    data = config.get("data") or {}
+    data = run_config(run_dir).get("data") or {}
     data = data.get("init_args", data) if isinstance(data, dict) else {}
     return dict(data.get("subset") or {})
 
