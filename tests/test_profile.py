@@ -15,6 +15,7 @@ from eqbench.errors import ConfigError
 from eqbench.evaluate.profile import (
     ProfileEvaluation,
     evaluate_profile,
+    parse_subset,
     profile_from_config,
     run_evaluate_profile,
     write_profile_report,
@@ -190,3 +191,39 @@ def test_evaluate_profile_verb_uses_the_trained_model(tmp_path, monkeypatch, cum
     assert (run_dir / "profile.json").is_file() and (run_dir / "profile.png").is_file()
     with pytest.raises(ConfigError, match="not found"):
         run_evaluate_profile(tmp_path / "missing")
+
+
+class CarbonCounter(ConstantModel):
+    """A flat model that records the carbon counts of the molecules it is asked about."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def forward(self, batch):
+        counts = torch.zeros(batch.n_molecules, dtype=torch.long).index_add_(0, batch.batch, (batch.z == 6).long())
+        self.seen.update(counts.tolist())
+        return super().forward(batch)
+
+
+def test_evaluate_profile_verb_scores_the_run_chain_lengths(tmp_path, monkeypatch):
+    import eqbench.tracking
+
+    run_dir = tmp_path / "run"
+    _write_config(run_dir, "data:\n  init_args:\n    path: cumulene\n    subset: {n_carbon: [7]}\n")
+    models = []
+    monkeypatch.setattr(eqbench.tracking, "load_model", lambda d, checkpoint="best": models.append(CarbonCounter())
+                        or models[-1])
+    run_evaluate_profile(run_dir)
+    assert models[-1].seen == {7}  # the run's own chain length, as ProfileEvaluation scores it
+    run_evaluate_profile(run_dir, subset={"n_carbon": [5, 9]})
+    assert models[-1].seen == {5, 9}
+    with pytest.raises(ConfigError, match="selects no profile points"):
+        run_evaluate_profile(run_dir, subset={"n_carbon": [6]})
+
+
+def test_subset_arguments_are_parsed_into_a_selection():
+    assert parse_subset(None) is None
+    assert parse_subset(["n_carbon=5", "n_carbon=9", "name=C5H4"]) == {"n_carbon": [5, 9], "name": ["C5H4"]}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_subset(["n_carbon"])

@@ -54,6 +54,24 @@ def select_profile(dataset: AtomisticDataset, selection: dict[str, list] | None,
     return dataset.subset(np.flatnonzero(keep))
 
 
+def profile_subset(data_subset: dict[str, list] | None, dataset: AtomisticDataset) -> dict[str, list]:
+    """The part of a training set's ``subset`` that a profile can apply: keys the profile has as properties."""
+    return {k: v for k, v in (data_subset or {}).items() if k in dataset.properties}
+
+
+def parse_subset(items: list[str] | None) -> dict[str, list] | None:
+    """``--subset KEY=VALUE ...`` as a selection for :func:`select_profile` (None without items)."""
+    if not items:
+        return None
+    subset: dict[str, list] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--subset {item!r}: write KEY=VALUE, e.g. --subset n_carbon=9")
+        subset.setdefault(key, []).append(int(value) if value.lstrip("-").isdigit() else value)
+    return subset
+
+
 def predict_energies(model: torch.nn.Module, dataset: AtomisticDataset, batch_size: int = 64) -> np.ndarray:
     """Model energies [B] of every structure, in the model's (= the training data's) units."""
     try:
@@ -176,8 +194,7 @@ class ProfileEvaluation(Callback):
     def _selection(self, trainer, dataset) -> dict[str, list]:
         if self.subset is not None:
             return self.subset
-        data_subset = getattr(getattr(trainer, "datamodule", None), "subset", None) or {}
-        return {k: v for k, v in data_subset.items() if k in dataset.properties}
+        return profile_subset(getattr(getattr(trainer, "datamodule", None), "subset", None), dataset)
 
     def _evaluate(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -199,23 +216,33 @@ class ProfileEvaluation(Callback):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
-    """(profile, angle_key) of a run: its ProfileEvaluation callback, else its data set's profile."""
+def _read_config(run_dir: Path) -> dict:
     from eqbench.yamlfiles import load_yaml
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; pass --profile (e.g. ferrocene-profile) or check RUN_DIR")
     config = load_yaml(config_path, "run config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_path} is not a run config (not a mapping); check RUN_DIR")
+    return config
+
+
+def _data_args(config: dict) -> dict:
+    data = config.get("data") or {}
+    return (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
+
+
+def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
+    """(profile, angle_key) of a run: its ProfileEvaluation callback, else its data set's profile."""
+    config_path, config = run_dir / "config.yaml", _read_config(run_dir)
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ProfileEvaluation"):
             init = cb.get("init_args") or {}
             if init.get("profile"):
                 return str(init["profile"]), init.get("angle_key")
-    data = config.get("data") or {}
-    data = data.get("init_args", data) if isinstance(data, dict) else {}
-    path = str(data.get("path", ""))
+    path = str(_data_args(config).get("path", ""))
     name = path if path in PROFILE_OF_DATASET else Path(path).stem
     if name in PROFILE_OF_DATASET:
         return PROFILE_OF_DATASET[name], None
@@ -223,19 +250,33 @@ def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
                       f"not a bundled rotor set); pass --profile PATH_OR_NAME")
 
 
-def run_evaluate_profile(run_dir: str | Path, profile: str | None = None, angle_key: str | None = None,
-                         out_dir: str | Path | None = None, checkpoint: str = "best") -> dict:
-    """``eqbench evaluate profile RUN_DIR``: the trained model of a run on a rigid-scan profile."""
-    from eqbench.tracking import load_model
+def run_profile(run_dir: str | Path, profile: str | None = None, angle_key: str | None = None,
+                subset: dict[str, list] | None = None) -> tuple[AtomisticDataset, str | None]:
+    """(profile points, angle key) a finished run is scored on, as :class:`ProfileEvaluation` scores it.
 
+    The profile and angle key default to the run's config; the points to ``subset``, else to the run's
+    own data subset where the profile has those properties (a run trained on C9H4 is scored on C9H4).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} not found; give the directory a training run wrote")
     if profile is None:
         profile, configured_key = profile_from_config(run_dir)
         angle_key = angle_key or configured_key
-    model = load_model(run_dir, checkpoint)
-    result = evaluate_profile(model, load_profile(profile), angle_key)
+    dataset = load_profile(profile)
+    if subset is None and (run_dir / "config.yaml").is_file():
+        subset = profile_subset(_data_args(_read_config(run_dir)).get("subset"), dataset)
+    return select_profile(dataset, subset, str(profile)), angle_key
+
+
+def run_evaluate_profile(run_dir: str | Path, profile: str | None = None, angle_key: str | None = None,
+                         out_dir: str | Path | None = None, checkpoint: str = "best",
+                         subset: dict[str, list] | None = None) -> dict:
+    """``eqbench evaluate profile RUN_DIR``: the trained model of a run on its rigid-scan profile."""
+    from eqbench.tracking import load_model
+
+    dataset, angle_key = run_profile(run_dir, profile, angle_key, subset)
+    result = evaluate_profile(load_model(Path(run_dir), checkpoint), dataset, angle_key)
     write_profile_report(result, out_dir or run_dir)
     return result
 
@@ -246,12 +287,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="profile set: ferrocene-profile, cumulene-profile or a file (default: "
                                           "from the run's config)")
     parser.add_argument("--angle-key", help="theta or phi (default: from the profile's metadata)")
+    parser.add_argument("--subset", nargs="+", metavar="KEY=VALUE",
+                        help="profile points to score, e.g. n_carbon=9 (default: the run's data subset)")
     parser.add_argument("--checkpoint", default="best", help="best (default; EMA weights when EMA was on) or last")
     parser.add_argument("--out", help="directory for profile.json/png (default: RUN_DIR)")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_evaluate_profile(args.run_dir, args.profile, args.angle_key, args.out, args.checkpoint)
+    result = run_evaluate_profile(args.run_dir, args.profile, args.angle_key, args.out, args.checkpoint,
+                                  parse_subset(args.subset))
     print(f"profile {result['profile']}: MAE {result['mae']:.4g} {result['energy_unit']}, R² {result['r2']:.4f} "
           f"(curves centred on their means); wrote profile.json and profile.png to {args.out or args.run_dir}")
     return 0

@@ -35,6 +35,7 @@ import torch
 
 from eqbench.data.dataset import AtomisticDataset
 from eqbench.errors import ConfigError, DataError
+from eqbench.evaluate.profile import parse_subset, run_profile
 
 HYDROGEN = 1
 LAYERS_KEY = "layers"
@@ -148,18 +149,10 @@ def plot_projection(maps: dict[str, np.ndarray], numbers: np.ndarray,
 def run_evaluate_sphc(run_dir: str | Path, profile: str | None = None, subset: dict[str, list] | None = None,
                       out_dir: str | Path | None = None, checkpoint: str = "best") -> dict:
     """``eqbench evaluate sphc RUN_DIR``: SPHC statistics of a trained So3krates run and of its initialisation."""
-    from eqbench.evaluate.profile import load_profile, profile_from_config, select_profile
     from eqbench.tracking import build_task, load_task, run_seed
 
+    dataset, _ = run_profile(run_dir, profile, subset=subset)
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} not found; give the directory a training run wrote")
-    if profile is None:
-        profile, _ = profile_from_config(run_dir)
-    dataset = load_profile(profile)
-    if subset is None:  # the chain lengths the run was trained on, where the profile has them
-        subset = {k: v for k, v in _data_subset(run_dir).items() if k in dataset.properties}
-    dataset = select_profile(dataset, subset, profile)
     trained = load_task(run_dir, checkpoint).model
     seed = run_seed(run_dir)
     torch.manual_seed(seed)
@@ -182,26 +175,6 @@ def run_evaluate_sphc(run_dir: str | Path, profile: str | None = None, subset: d
     plot_projection(maps, numbers, ends, out / "sphc.png",
                     title=f"SPHCs entering the last layer, {Path(dataset.source).stem}[{middle}]")
     return result
-
-
-def _data_subset(run_dir: Path) -> dict[str, list]:
-    from eqbench.tracking import run_config
-
-    data = run_config(run_dir).get("data") or {}
-    data = data.get("init_args", data) if isinstance(data, dict) else {}
-    return dict(data.get("subset") or {})
-
-
-def _parse_subset(items: list[str] | None) -> dict[str, list] | None:
-    if not items:
-        return None
-    subset: dict[str, list] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"--subset {item!r}: write KEY=VALUE, e.g. --subset n_carbon=9")
-        subset.setdefault(key, []).append(int(value) if value.lstrip("-").isdigit() else value)
-    return subset
 
 
 def summary_table(results: dict[str, dict]) -> str:
@@ -236,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         name = Path(run_dir).name
         out = Path(args.out) / name if several and args.out else Path(args.out or run_dir)
-        result = results[name] = run_evaluate_sphc(run_dir, args.profile, _parse_subset(args.subset), out,
+        result = results[name] = run_evaluate_sphc(run_dir, args.profile, parse_subset(args.subset), out,
                                                    args.checkpoint)
         for state in ("initialised", "trained"):
             last = result[state][LAYERS_KEY][-1]
