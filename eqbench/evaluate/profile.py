@@ -235,7 +235,10 @@ def _data_args(config: dict) -> dict:
 
 def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
     """(profile, angle_key) of a run: its ProfileEvaluation callback, else its data set's profile."""
-    config_path, config = run_dir / "config.yaml", _read_config(run_dir)
+    return _configured_profile(_read_config(run_dir), run_dir / "config.yaml")
+
+
+def _configured_profile(config: dict, config_path: Path) -> tuple[str, str | None]:
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ProfileEvaluation"):
@@ -260,12 +263,14 @@ def run_profile(run_dir: str | Path, profile: str | None = None, angle_key: str 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} not found; give the directory a training run wrote")
+    config_path = run_dir / "config.yaml"
+    config = _read_config(run_dir) if profile is None or config_path.is_file() else {}  # read once
     if profile is None:
-        profile, configured_key = profile_from_config(run_dir)
+        profile, configured_key = _configured_profile(config, config_path)
         angle_key = angle_key or configured_key
     dataset = load_profile(profile)
-    if subset is None and (run_dir / "config.yaml").is_file():
-        subset = profile_subset(_data_args(_read_config(run_dir)).get("subset"), dataset)
+    if subset is None:
+        subset = profile_subset(_data_args(config).get("subset"), dataset)
     return select_profile(dataset, subset, str(profile)), angle_key
 
 
