@@ -419,15 +419,15 @@ def read_metrics(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def run_config(run_dir: Path) -> dict:
-    """The config.yaml of a run directory, checked to be a run config."""
+def run_config(run_dir: Path, require_model: bool = True) -> dict:
+    """The config.yaml of a run directory, checked to be a mapping (with a ``model`` section by default)."""
     from eqbench.yamlfiles import load_yaml
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; is {run_dir} an eqbench run directory?")
-    config = load_yaml(config_path, "run config")
-    if not isinstance(config, dict) or "model" not in config:
+    config = load_yaml(config_path, "run config") or {}
+    if not isinstance(config, dict) or (require_model and "model" not in config):
         raise ConfigError(f"{config_path} is not a run config (no 'model' section); is {run_dir} an eqbench run "
                           f"directory?")
     return config

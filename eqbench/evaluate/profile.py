@@ -217,15 +217,12 @@ class ProfileEvaluation(Callback):
 
 # ---------------------------------------------------------------------------------------------- CLI
 def _read_config(run_dir: Path) -> dict:
-    from eqbench.yamlfiles import load_yaml
+    from eqbench.tracking import run_config
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; pass --profile (e.g. ferrocene-profile) or check RUN_DIR")
-    config = load_yaml(config_path, "run config") or {}
-    if not isinstance(config, dict):
-        raise ConfigError(f"{config_path} is not a run config (not a mapping); check RUN_DIR")
-    return config
+    return run_config(run_dir, require_model=False)
 
 
 def _data_args(config: dict) -> dict:
