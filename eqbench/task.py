@@ -19,6 +19,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
@@ -202,6 +203,11 @@ class AtomisticTask(pl.LightningModule):
             elif hasattr(head, "standardize"):  # heads with their own standardisation (polarizability)
                 head.standardize(train)
 
+    def on_train_start(self) -> None:
+        warning = ema_window_warning(self.hparams.ema_decay, self.trainer.estimated_stepping_batches)
+        if warning:
+            rank_zero_warn(warning)
+
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         h = self.hparams
@@ -240,6 +246,24 @@ class AtomisticTask(pl.LightningModule):
         if self.hparams.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(monitor="val_loss", patience=self.hparams.early_stopping_patience))
         return callbacks
+
+
+def ema_window_warning(decay: float | None, total_steps: float) -> str | None:
+    """Why a weight average this slow misleads on a run this short, or None when it does not.
+
+    An EMA of decay d averages over about 1 / (1 − d) steps and still holds d^n of the initial weights after
+    n steps; the papers' 0.999 suits their millions of steps, not a CPU run of a few thousand, whose
+    validation, test and checkpoints would then score mostly early weights.
+    """
+    if decay is None or not 0 < decay < 1 or not np.isfinite(total_steps) or total_steps <= 0:
+        return None
+    window = 1 / (1 - decay)
+    if window <= total_steps / 10:
+        return None
+    return (f"model.ema_decay {decay} averages the weights over about {window:,.0f} steps, more than a tenth of "
+            f"this run's {int(total_steps):,}; validation, test and checkpoints see mostly early weights "
+            f"({decay ** total_steps:.0%} of the initial ones at the end). Lower model.ema_decay (e.g. "
+            f"{1 - 10 / total_steps:.3g}), set it to null, or train longer.")
 
 
 def standardize_head(head: Atomwise, train) -> None:

@@ -12,7 +12,7 @@ from eqbench.data.dataset import AtomisticDataset
 from eqbench.errors import ConfigError
 from eqbench.heads import Atomwise
 from eqbench.models import SchNet
-from eqbench.task import AtomisticTask, Target, energy_force_weights, standardize_head
+from eqbench.task import AtomisticTask, Target, ema_window_warning, energy_force_weights, standardize_head
 from tests.model_checks import random_molecules
 from tests.toy_data import toy_cache
 
@@ -127,6 +127,23 @@ def test_ema_weights_are_saved_and_differ_from_raw_weights(tmp_path):
     assert "current_model_state" in ckpt, "EMA checkpoints keep the raw weights beside the averaged ones"
     key = "model.representation.embedding.weight"
     assert not torch.allclose(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+
+
+def test_slow_weight_average_on_a_short_run_is_named():
+    # 0.999 over 384 steps: a window of 1 / (1 − 0.999) = 1,000 steps; 0.999 ** 384 = 0.681 of the initial weights
+    warning = ema_window_warning(0.999, 384)
+    assert "model.ema_decay 0.999" in warning and "1,000 steps" in warning and "68%" in warning
+    assert "384" in warning
+    assert ema_window_warning(0.99, 3000) is None  # 100 steps of 3,000
+    assert ema_window_warning(0.999, 3_000_000) is None  # the paper's run
+    assert ema_window_warning(None, 384) is None
+    assert ema_window_warning(0.999, float("inf")) is None  # no step limit: nothing to compare with
+
+
+def test_training_warns_about_a_weight_average_longer_than_the_run(tmp_path):
+    task = AtomisticTask(small_schnet(), ema_decay=0.99)  # 100-step window, 2 × 5 steps of training
+    with pytest.warns(UserWarning, match="model.ema_decay 0.99 averages the weights over about 100 steps"):
+        _fit(tmp_path, task)
 
 
 @pytest.mark.parametrize("with_forces", [False, True])
