@@ -260,10 +260,12 @@ def ema_window_warning(decay: float | None, total_steps: float) -> str | None:
     window = 1 / (1 - decay)
     if window <= total_steps / 10:
         return None
+    fitting = 1 - 10 / total_steps  # a window of a tenth of the run
+    lower = f"lower model.ema_decay (e.g. {fitting:.3g}), " if fitting >= 0.5 else ""
     return (f"model.ema_decay {decay} averages the weights over about {window:,.0f} steps, more than a tenth of "
             f"this run's {int(total_steps):,}; validation, test and checkpoints see mostly early weights "
-            f"({decay ** total_steps:.0%} of the initial ones at the end). Lower model.ema_decay (e.g. "
-            f"{1 - 10 / total_steps:.3g}), set it to null, or train longer.")
+            f"({decay ** total_steps:.0%} of the initial ones at the end). Either {lower}set it to null, or "
+            f"train longer.")
 
 
 def standardize_head(head: Atomwise, train) -> None:

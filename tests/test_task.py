@@ -133,7 +133,8 @@ def test_slow_weight_average_on_a_short_run_is_named():
     # 0.999 over 384 steps: a window of 1 / (1 − 0.999) = 1,000 steps; 0.999 ** 384 = 0.681 of the initial weights
     warning = ema_window_warning(0.999, 384)
     assert "model.ema_decay 0.999" in warning and "1,000 steps" in warning and "68%" in warning
-    assert "384" in warning
+    assert "384" in warning and "e.g. 0.974" in warning  # 1 − 10/384: a window of a tenth of the run
+    assert "e.g." not in ema_window_warning(0.9, 10)  # 1 − 10/10 = 0 is no decay to suggest
     assert ema_window_warning(0.99, 3000) is None  # 100 steps of 3,000
     assert ema_window_warning(0.999, 3_000_000) is None  # the paper's run
     assert ema_window_warning(None, 384) is None
