@@ -18,6 +18,7 @@ from eqbench.evaluate.profile import (
     parse_subset,
     profile_from_config,
     run_evaluate_profile,
+    run_profile,
     write_profile_report,
 )
 
@@ -166,16 +167,17 @@ def _write_config(run_dir: Path, text: str) -> None:
 
 
 def test_profile_is_read_from_the_run_config(tmp_path):
-    _write_config(tmp_path / "a", "data:\n  path: ferrocene\n")
-    assert profile_from_config(tmp_path / "a") == ("ferrocene-profile", None)
-    _write_config(tmp_path / "b", "trainer:\n  callbacks:\n"
-                                  "    - class_path: eqbench.evaluate.profile.ProfileEvaluation\n"
-                                  "      init_args: {profile: cumulene-profile, angle_key: phi}\n"
-                                  "data:\n  path: somewhere/else.h5\n")
-    assert profile_from_config(tmp_path / "b") == ("cumulene-profile", "phi")
-    _write_config(tmp_path / "c", "data:\n  path: qm9\n")
+    path = tmp_path / "config.yaml"
+    assert profile_from_config({"data": {"path": "ferrocene"}}, path) == ("ferrocene-profile", None)
+    callback = {"class_path": "eqbench.evaluate.profile.ProfileEvaluation",
+                "init_args": {"profile": "cumulene-profile", "angle_key": "phi"}}
+    config = {"trainer": {"callbacks": [callback]}, "data": {"path": "somewhere/else.h5"}}
+    assert profile_from_config(config, path) == ("cumulene-profile", "phi")
     with pytest.raises(ConfigError, match="--profile"):
-        profile_from_config(tmp_path / "c")
+        profile_from_config({"data": {"path": "qm9"}}, path)
+    _write_config(tmp_path / "run", "data:\n  path: cumulene\n")  # the file route: run_profile reads config.yaml
+    dataset, angle_key = run_profile(tmp_path / "run")
+    assert angle_key is None and len(dataset) > 0 and "phi" in dataset.properties
 
 
 def test_evaluate_profile_verb_uses_the_trained_model(tmp_path, monkeypatch, cumulene_profile):

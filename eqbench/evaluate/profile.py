@@ -230,12 +230,8 @@ def _data_args(config: dict) -> dict:
     return (data.get("init_args", data) if isinstance(data, dict) else {}) or {}
 
 
-def profile_from_config(run_dir: Path) -> tuple[str, str | None]:
-    """(profile, angle_key) of a run: its ProfileEvaluation callback, else its data set's profile."""
-    return _configured_profile(_read_config(run_dir), run_dir / "config.yaml")
-
-
-def _configured_profile(config: dict, config_path: Path) -> tuple[str, str | None]:
+def profile_from_config(config: dict, config_path: Path) -> tuple[str, str | None]:
+    """(profile, angle_key) of a run's config: its ProfileEvaluation callback, else its data set's profile."""
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ProfileEvaluation"):
@@ -263,7 +259,7 @@ def run_profile(run_dir: str | Path, profile: str | None = None, angle_key: str 
     config_path = run_dir / "config.yaml"
     config = _read_config(run_dir) if profile is None or config_path.is_file() else {}  # read once
     if profile is None:
-        profile, configured_key = _configured_profile(config, config_path)
+        profile, configured_key = profile_from_config(config, config_path)
         angle_key = angle_key or configured_key
     dataset = load_profile(profile)
     if subset is None:
