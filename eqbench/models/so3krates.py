@@ -149,13 +149,17 @@ class So3kratesLayer(nn.Module):
         maps = torch.cat([att.block(w) for att, w in ((att_f, att_f.W_q), (att_c, att_c.W_q), (att_f, att_f.W_k),
                                                        (att_c, att_c.W_k), (att_f, att_f.W_v))], dim=-1)
         # torch.split, not slicing: the backward of a slice fills a zero tensor of the whole input
-        q, kv = torch.split(f @ maps, [2 * F, 3 * F], dim=-1)
-        q, kv = q[center], kv[neighbor]
-        k, v = torch.split(kv, [2 * F, F], dim=-1)
-        qkw_f, qkw_c = torch.split(((q * k).view(2, half, 2 * F) * w).view(n_pairs, 2 * F), [F, F], dim=-1)
-        # per-head sums over contiguous feature slices (a [P, 2F] × [2F, heads] product is far slower on CPU)
-        alpha = qkw_f.unflatten(-1, (att_f.n_heads, att_f.head_dim)).sum(-1) / math.sqrt(att_f.head_dim)
-        alpha_l = qkw_c.unflatten(-1, (att_c.n_heads, att_c.head_dim)).sum(-1) / math.sqrt(att_c.head_dim)  # α^(l)
+        q, k, v = torch.split(f @ maps, [2 * F, 2 * F, F], dim=-1)
+        q, k, v = q[center], k[neighbor], v[neighbor]
+        # per-head sums over contiguous feature slices, in one pass over the [P, 2F] products: first into c chunks
+        # of g = gcd(head sizes) features, which both branches' heads are whole numbers of (a [P, 2F] × [2F, heads]
+        # product, or splitting the products by branch first, is far slower on CPU). The operands are viewed as
+        # chunks before multiplying, so that the backward of the sum needs no copy to get back to [P, 2F].
+        g = math.gcd(att_f.head_dim, att_c.head_dim)
+        c = 2 * F // g
+        qkw = (q.view(2, half, c, g) * k.view(2, half, c, g) * w.view(half, c, g)).sum(-1).view(n_pairs, c)
+        alpha = qkw[:, :F // g].unflatten(-1, (att_f.n_heads, -1)).sum(-1) / math.sqrt(att_f.head_dim)
+        alpha_l = qkw[:, F // g:].unflatten(-1, (att_c.n_heads, -1)).sum(-1) / math.sqrt(att_c.head_dim)  # α^(l)
         # Eq. 12: Σ_j φ_rcut α_ij v_j per head
         v = v.reshape(-1, att_f.n_heads, att_f.head_dim)
         df = segment_sum((w_feature[:, None] * alpha)[:, :, None] * v, center, n_atoms).reshape(n_atoms, -1)
