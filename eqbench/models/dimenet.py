@@ -62,7 +62,8 @@ matrix products, in every derivative of the force-training step (which different
 more). The loop reference in the tests checks the result against the equations. Also for speed, and with
 unchanged values: linear layers run through :func:`eqbench.nn.linear.linear` (a faster weight gradient),
 σ = SiLU is :class:`eqbench.nn.activations.SiLU` (a shorter double backward), and the radial part of the 2D
-basis is computed once per forward for all orders at once.
+basis is computed once per forward for all orders at once; rows are gathered with ``index_select``, whose
+backward is an ``index_add_`` (``x[index]``'s is a slower, sorting ``index_put_``).
 
 How the output blocks meet eqbench's heads: every output block ends in a linear layer, and a sum of linear
 maps is one linear map of the concatenation, Σ_l W_l x_l = [W_0 … W_B] [x_0; …; x_B]. The representation
@@ -135,7 +136,8 @@ class EmbeddingBlock(nn.Module):
         if not self.message_embeddings:
             return h
         e = self.act(linear(rbf, self.lin_rbf))
-        return self.act(linear(torch.cat([h[neighbor], h[center], e], dim=-1), self.lin))
+        h_ji = [h.index_select(0, neighbor), h.index_select(0, center)]
+        return self.act(linear(torch.cat([*h_ji, e], dim=-1), self.lin))
 
 
 class _Interaction(nn.Module):
@@ -177,7 +179,7 @@ class DimeNetInteraction(_Interaction):
     def forward(self, m, rbf, sbf, graph, layout, n_atoms):
         x_ji = self.act(linear(m, self.lin_ji))
         if layout is None:  # node embeddings: m is [N, F], neighbours j of each atom i, no angles
-            x = self.act(linear(m, self.lin_kj))[graph.neighbor] * linear(rbf, self.lin_rbf)
+            x = self.act(linear(m, self.lin_kj)).index_select(0, graph.neighbor) * linear(rbf, self.lin_rbf)
             agg = segment_sum(x, graph.center, n_atoms)
             return self.update(m, x_ji, agg)
         x_kj = self.act(linear(m, self.lin_kj)) * linear(rbf, self.lin_rbf)
@@ -206,7 +208,7 @@ class DimeNetPPInteraction(_Interaction):
         x_ji = self.act(linear(m, self.lin_ji))
         rbf = linear(linear(rbf, self.lin_rbf1), self.lin_rbf2)
         if layout is None:  # node embeddings
-            x = self.act(linear(self.act(linear(m, self.lin_kj))[graph.neighbor] * rbf, self.lin_down))
+            x = self.act(linear(self.act(linear(m, self.lin_kj)).index_select(0, graph.neighbor) * rbf, self.lin_down))
             agg = segment_sum(x, graph.center, n_atoms)
         else:
             x_kj = self.act(linear(self.act(linear(m, self.lin_kj)) * rbf, self.lin_down))
@@ -269,7 +271,7 @@ class TripletLayout:
 
     def pad(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[E, ...] per edge (center j) → [n_b, D_b, ...] per bucket, zero in the empty slots."""
-        return [padding.pad(x[edges]) for padding, edges in zip(self.paddings, self.edges)]
+        return [padding.pad(x.index_select(0, edges)) for padding, edges in zip(self.paddings, self.edges)]
 
     def angular(self, unit: torch.Tensor, n_spherical: int) -> list[torch.Tensor]:
         """A_j[s_i, s_k, l] = Y_l^0(cos α_(kj,ji)), zero where s_i = s_k: [n_b, D_b, D_b, L] per bucket.
@@ -287,7 +289,7 @@ class TripletLayout:
 
     def gather(self, out: list[torch.Tensor]) -> torch.Tensor:
         """Results per (j, s_i), [n_b, D_b, ...] per bucket → [E, ...] in edge order j→i."""
-        return torch.cat([o.reshape(-1, *o.shape[2:]) for o in out])[self.source]
+        return torch.cat([o.reshape(-1, *o.shape[2:]) for o in out]).index_select(0, self.source)
 
     def triplet_sum(self, angular, x, q) -> torch.Tensor:
         """Σ_{k ∈ N_j \\ {i}} x_kj ⊙ Σ_l Y_l^0(α_(kj,ji)) q[kj, l, :] for every edge j→i → [E, F].
@@ -352,7 +354,7 @@ class OutputBlock(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, m, rbf, graph, n_atoms, message_embeddings: bool):
-        messages = m if message_embeddings else m[graph.neighbor]
+        messages = m if message_embeddings else m.index_select(0, graph.neighbor)
         x = segment_sum(linear(rbf, self.lin_rbf) * messages, graph.center, n_atoms)
         if self.lin_up is not None:
             x = linear(x, self.lin_up)

@@ -141,7 +141,9 @@ class So3kratesLayer(nn.Module):
         """
         n_atoms, n_pairs = f.shape[0], center.shape[0]
         half = n_pairs // 2
-        chi_dist = self.norms(chi[neighbor[:half]] - chi[center[:half]])  # [P/2, |L|] per-degree SPHC distances
+        # index_select rather than x[index] for every gather: on CPU several times faster, and its backward is
+        # index_add_ where x[index]'s is a sorting index_put_
+        chi_dist = self.norms(chi.index_select(0, neighbor[:half]) - chi.index_select(0, center[:half]))  # [P/2, |L|]
         F, att_f, att_c = self.n_features, self.feature_attention, self.sphc_attention
         w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)  # [P/2, 2F]
         # Eq. 15 for both branches at once: [q_f | q_c]_i ⊙ [w_f | w_c]_ij ⊙ [k_f | k_c]_j summed per head
@@ -150,7 +152,7 @@ class So3kratesLayer(nn.Module):
                                                        (att_c, att_c.W_k), (att_f, att_f.W_v))], dim=-1)
         # torch.split, not slicing: the backward of a slice fills a zero tensor of the whole input
         q, k, v = torch.split(f @ maps, [2 * F, 2 * F, F], dim=-1)
-        q, k, v = q[center], k[neighbor], v[neighbor]
+        q, k, v = q.index_select(0, center), k.index_select(0, neighbor), v.index_select(0, neighbor)
         # per-head sums over contiguous feature slices, in one pass over the [P, 2F] products: first into c chunks
         # of g = gcd(head sizes) features, which both branches' heads are whole numbers of (a [P, 2F] × [2F, heads]
         # product, or splitting the products by branch first, is far slower on CPU). The operands are viewed as
@@ -194,12 +196,12 @@ def sphc_softmax_weights(chi: torch.Tensor, center: torch.Tensor, neighbor: torc
                          envelope: PolynomialEnvelope) -> torch.Tensor:
     """φ_χ̃cut(χ̃_ij) for the pairs (center i, neighbor j ≠ i): row softmax of X_ij = ‖χ_i − χ_j‖, X_ii = 0 (Eq. 14)."""
     n_atoms = chi.shape[0]
-    x = safe_norm(chi[center] - chi[neighbor])  # [P]
+    x = safe_norm(chi.index_select(0, center) - chi.index_select(0, neighbor))  # [P]
     with torch.no_grad():  # any per-row shift gives the same softmax; X_ii = 0 bounds the maximum below
         row_max = torch.zeros(n_atoms, dtype=x.dtype, device=x.device).scatter_reduce(0, center, x, "amax")
-    e = torch.exp(x - row_max[center])
+    e = torch.exp(x - row_max.index_select(0, center))
     denom = torch.exp(-row_max) + segment_sum(e, center, n_atoms)  # the diagonal term exp(X_ii − max)
-    chi_soft = e / denom[center]
+    chi_soft = e / denom.index_select(0, center)
     return envelope(chi_soft * n_in_molecule)  # u(χ̃ / χ̃_cut), χ̃_cut = 1/n
 
 
