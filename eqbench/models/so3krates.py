@@ -141,8 +141,8 @@ class So3kratesLayer(nn.Module):
         """
         n_atoms, n_pairs = f.shape[0], center.shape[0]
         half = n_pairs // 2
-        # index_select rather than x[index] for every gather: on CPU several times faster, and its backward is
-        # index_add_ where x[index]'s is a sorting index_put_
+        # index_select rather than x[index] for every gather: faster on CPU, and its backward is index_add_
+        # where x[index]'s is a sorting index_put_
         chi_dist = self.norms(chi.index_select(0, neighbor[:half]) - chi.index_select(0, center[:half]))  # [P/2, |L|]
         F, att_f, att_c = self.n_features, self.feature_attention, self.sphc_attention
         w = torch.cat([self.feature_filter(rbf, chi_dist), self.sphc_filter(rbf, chi_dist)], dim=-1)  # [P/2, 2F]
@@ -156,7 +156,8 @@ class So3kratesLayer(nn.Module):
         # per-head sums over contiguous feature slices, in one pass over the [P, 2F] products: first into c chunks
         # of g = gcd(head sizes) features, which both branches' heads are whole numbers of (a [P, 2F] × [2F, heads]
         # product, or splitting the products by branch first, is far slower on CPU). The operands are viewed as
-        # chunks before multiplying, so that the backward of the sum needs no copy to get back to [P, 2F].
+        # chunks before multiplying, so that the backward of the sum needs no copy to get back to [P, 2F]; the
+        # small [P, 2F/g] result is then sliced per branch.
         g = math.gcd(att_f.head_dim, att_c.head_dim)
         c = 2 * F // g
         qkw = (q.view(2, half, c, g) * k.view(2, half, c, g) * w.view(half, c, g)).sum(-1).view(n_pairs, c)
