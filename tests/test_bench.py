@@ -82,6 +82,22 @@ def test_a_variant_entry_times_the_named_model_with_its_switches():
                                                                      ("so3krates-nonlocal", "cluster")}
 
 
+def test_isolated_models_run_in_fresh_processes_with_the_parents_settings(monkeypatch):
+    """isolate=True: each model in its own spawned process (none of this process's state, such as a patched
+    timer, reaches it), also an entry registered at run time."""
+    import eqbench.bench.runner as runner
+
+    monkeypatch.setattr(runner, "_time_all", lambda *a, **k: pytest.fail("timed in the parent process"))
+    monkeypatch.setitem(BENCH_MODELS, "schnet-tiny", BenchModel("schnet-tiny", dict(SMALL), model="schnet"))
+    record = run_bench(models=["schnet-tiny", "painn"], batch_sizes=[1], repeats=1, warmup=0, peers=False,
+                       ops=["forward"], memory=False, isolate=True, model_kwargs=SMALL)
+    rows = record["results"]
+    assert [r["model"] for r in rows] == ["schnet-tiny", "painn"] and record["settings"]["isolate"]
+    assert all(r["times"]["forward"] and not r["errors"] for r in rows)
+    (tiny,) = runner.contenders_for("schnet-tiny", SMALL, "cpu", torch.float32, peers=False, compile=False)
+    assert rows[0]["parameters"] == tiny.n_parameters
+
+
 def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():
     register(BenchModel("not-yet-a-model", {}, peers=("pyg",)))
     try:

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assembly", action="store_true",
                         help="also measure batch assembly (QM9-size molecules/s from a cache, through the DataLoader)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--one-process", action="store_true",
+                        help="time every model in this process (default: each model in a fresh process, so that "
+                             "its numbers do not depend on the models timed before it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, metavar="FILE", help="write the JSON record here")
     parser.add_argument("--report", default=None, metavar="DIR", help="write index.md, bench.json and plots here")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                        device=args.device, dtype=getattr(torch, args.dtype), compile=args.compile,
                        peers=not args.no_peers, only_peers=args.peers, ops=args.ops or OPS, seed=args.seed,
                        memory=not args.no_memory, scaling=scaling or (), scaling_models=args.scaling_models,
+                       isolate=not args.one_process,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.assembly:
         from eqbench.bench.assembly import batch_assembly

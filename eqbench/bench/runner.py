@@ -13,12 +13,17 @@ range. Peak memory is measured after all timings, one operation at a time: on CP
 process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc's
 ``mmap`` threshold fixed so that freed tensors leave the resident set), on CUDA
 ``torch.cuda.max_memory_allocated`` above the memory held before the operation.
+
+With ``isolate`` (the CLI's default) every model is timed in a fresh, spawned process, so that its numbers do
+not depend on the models timed before it in the same command (the allocator state a large model leaves behind
+changes later models' and peers' times by 5–10 % on CPU); eqbench and its peers still share that process.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import multiprocessing
 import os
 import platform
 import re
@@ -26,6 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -223,11 +229,13 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
               warmup: int = 2, device: str = "cpu", dtype: torch.dtype = torch.float32, compile: bool = False,
               peers: bool = True, only_peers: Sequence[str] | None = None, ops: Sequence[str] = OPS,
               seed: int = 0, memory: bool = True, scaling: Sequence[int] = (), model_kwargs: dict | None = None,
-              scaling_models: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict:
+              scaling_models: Sequence[str] | None = None, isolate: bool = False,
+              log: Callable[[str], None] = print) -> dict:
     """Run the benchmark; returns the JSON-ready record (results, hardware, versions, settings).
 
     ``scaling`` structures are timed for ``scaling_models`` (default: every model); periodic boxes only for
-    models that take periodic cells.
+    models that take periodic cells. ``isolate``: each model in a fresh process (module docstring), which then
+    measures its own peak memory after its timings and logs to stderr.
     """
     for name in [*models, *(scaling_models or ())]:
         if name not in BENCH_MODELS:
@@ -238,14 +246,43 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
             raise ConfigError(f"eqbench bench: unknown operation {op!r}; choose from {OPS}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("eqbench bench --device cuda: no CUDA device is visible; run on a GPU or use --device cpu")
-    results: list[Result] = []
     record = {"settings": dict(models=list(models), batch_sizes=list(batch_sizes), repeats=repeats, warmup=warmup,
                                device=device, dtype=str(dtype).replace("torch.", ""), compile=compile, peers=peers,
-                               ops=list(ops), seed=seed, scaling=list(scaling), scaling_models=scaling_models),
-              "environment": environment(device), "results": results}
+                               ops=list(ops), seed=seed, scaling=list(scaling), scaling_models=scaling_models,
+                               isolate=isolate),
+              "environment": environment(device)}
+    settings = dict(batch_sizes=batch_sizes, repeats=repeats, warmup=warmup, device=device, dtype=dtype,
+                    compile=compile, peers=peers, only_peers=only_peers, ops=ops, seed=seed, memory=memory,
+                    scaling=scaling, model_kwargs=model_kwargs or {}, scaling_models=scaling_models)
+    if isolate:
+        results = []
+        for name in models:  # a new process per model: one pool of one worker each
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results += pool.submit(_time_models_in_child, [BENCH_MODELS[name]], torch.get_num_threads(),
+                                       settings).result()
+    else:
+        results = _time_models(models, **settings, log=log)
+    record["results"] = [asdict(r) for r in results]
+    record["environment"]["load_average_end"] = _loadavg()
+    return record
+
+
+def _time_models_in_child(entries: list, threads: int, settings: dict) -> list[Result]:
+    """:func:`_time_models` in a spawned process: the parent's thread count and registry entries (also those
+    registered at run time), progress on stderr."""
+    torch.set_num_threads(threads)
+    for entry in entries:
+        BENCH_MODELS.setdefault(entry.name, entry)
+    return _time_models([e.name for e in entries], **settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _time_models(models, batch_sizes, repeats, warmup, device, dtype, compile, peers, only_peers, ops, seed,
+                 memory, scaling, model_kwargs, scaling_models, log) -> list[Result]:
+    """Every case of ``models`` in this process; peak memory after all their timings."""
+    results: list[Result] = []
     operations: list[tuple] = []  # everything timed, for the memory pass at the end
     for name in models:
-        contenders = contenders_for(name, model_kwargs or {}, device, dtype, peers, compile, only_peers)
+        contenders = contenders_for(name, model_kwargs, device, dtype, peers, compile, only_peers)
         if all(isinstance(c, Skipped) for c in contenders):
             results.extend(Result(name, c.label, "qm9", 0, 0, 0, skipped=c.reason) for c in contenders)
             log(f"{name}: skipped ({contenders[0].reason})")
@@ -263,9 +300,7 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
                                          max(3, repeats // 3), 1, operations, log))
     if memory:
         _measure_memory(operations, device)
-    record["results"] = [asdict(r) for r in results]
-    record["environment"]["load_average_end"] = _loadavg()
-    return record
+    return results
 
 
 def _supports_periodic(contenders) -> bool:
