@@ -16,7 +16,7 @@ process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``,
 
 With ``isolate`` (the CLI's default) every model is timed in a fresh, spawned process, so that its numbers do
 not depend on the models timed before it in the same command (the allocator state a large model leaves behind
-changes later models' and peers' times by 5–10 % on CPU); eqbench and its peers still share that process.
+changed later models' and peers' CPU times by up to 10 %); eqbench and its peers still share that process.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def _time_models_in_child(entries: list, threads: int, settings: dict) -> list[R
     registered at run time), progress on stderr."""
     torch.set_num_threads(threads)
     for entry in entries:
-        BENCH_MODELS.setdefault(entry.name, entry)
+        BENCH_MODELS[entry.name] = entry
     return _time_models([e.name for e in entries], **settings, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
