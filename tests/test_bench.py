@@ -82,7 +82,7 @@ def test_a_variant_entry_times_the_named_model_with_its_switches():
                                                                      ("so3krates-nonlocal", "cluster")}
 
 
-def test_isolated_models_run_in_fresh_processes_with_the_parents_settings(monkeypatch):
+def test_isolated_models_run_in_fresh_processes(monkeypatch):
     """isolate=True: each model in its own spawned process (none of this process's state, such as a patched
     timer, reaches it), also an entry registered at run time."""
     import eqbench.bench.runner as runner
@@ -96,6 +96,26 @@ def test_isolated_models_run_in_fresh_processes_with_the_parents_settings(monkey
     assert all(r["times"]["forward"] and not r["errors"] for r in rows)
     (tiny,) = runner.contenders_for("schnet-tiny", SMALL, "cpu", torch.float32, peers=False, compile=False)
     assert rows[0]["parameters"] == tiny.n_parameters
+
+
+def test_a_spawned_process_takes_the_parents_thread_count_and_entry(monkeypatch):
+    import eqbench.bench.runner as runner
+
+    seen = {}
+
+    def record(models, log, **settings):
+        seen.update(models=models, threads=torch.get_num_threads(), entry=BENCH_MODELS[models[0]], **settings)
+        return []
+
+    entry = BenchModel("schnet", dict(SMALL), note="the parent's own")
+    monkeypatch.setitem(BENCH_MODELS, "schnet", BENCH_MODELS["schnet"])  # restored afterwards
+    monkeypatch.setattr(runner, "_time_models", record)
+    threads = torch.get_num_threads()
+    try:
+        assert runner._time_model_in_child(entry, threads + 1, {"seed": 3}) == []
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"models": ["schnet"], "threads": threads + 1, "entry": entry, "seed": 3}
 
 
 def test_a_model_eqbench_does_not_know_yet_is_skipped_with_the_reason():

@@ -44,7 +44,7 @@ from eqbench.bench.contenders import (
     build_peer,
     package_version,
 )
-from eqbench.bench.registry import BENCH_MODELS, known_to_eqbench
+from eqbench.bench.registry import BENCH_MODELS, BenchModel, known_to_eqbench
 from eqbench.bench.structures import qm9_like_batch, water_batch
 from eqbench.errors import ConfigError
 
@@ -258,7 +258,7 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
         results = []
         for name in models:  # a new process per model: one pool of one worker each
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results += pool.submit(_time_models_in_child, [BENCH_MODELS[name]], torch.get_num_threads(),
+                results += pool.submit(_time_model_in_child, BENCH_MODELS[name], torch.get_num_threads(),
                                        settings).result()
     else:
         results = _time_models(models, **settings, log=log)
@@ -267,13 +267,12 @@ def run_bench(models: Sequence[str] = ("schnet", "painn"), batch_sizes: Sequence
     return record
 
 
-def _time_models_in_child(entries: list, threads: int, settings: dict) -> list[Result]:
-    """:func:`_time_models` in a spawned process: the parent's thread count and registry entries (also those
-    registered at run time), progress on stderr."""
+def _time_model_in_child(entry: BenchModel, threads: int, settings: dict) -> list[Result]:
+    """:func:`_time_models` for one entry in a spawned process, with the parent's thread count and the parent's
+    entry (also one registered at run time); progress on stderr."""
     torch.set_num_threads(threads)
-    for entry in entries:
-        BENCH_MODELS[entry.name] = entry
-    return _time_models([e.name for e in entries], **settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    BENCH_MODELS[entry.name] = entry
+    return _time_models([entry.name], **settings, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def _time_models(models, batch_sizes, repeats, warmup, device, dtype, compile, peers, only_peers, ops, seed,
